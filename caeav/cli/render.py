@@ -1,0 +1,36 @@
+"""Terminal rendering for CLI reports (rich tables). Only formatting lives here."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(n: int) -> str:
+    return f"{n:,}"
+
+
+def print_summary(report: dict) -> None:
+    console = Console()
+    title = f"CAE-AV {report['config']} / {report['task']}"
+    table = Table(title=title)
+    table.add_column("component")
+    table.add_column("trainable", justify="right")
+    table.add_column("frozen", justify="right")
+    table.add_column("total", justify="right")
+    for name, row in report["components"].items():
+        table.add_row(name, _fmt(row["trainable"]), _fmt(row["frozen"]), _fmt(row["total"]))
+    tot = report["totals"]
+    table.add_row("[b]total[/b]", _fmt(tot["trainable"]), _fmt(tot["frozen"]), _fmt(tot["total"]))
+    console.print(table)
+    console.print(f"trainable share: {100 * tot['trainable_share']:.2f} %")
+    shapes = Table(title="inputs and outputs")
+    shapes.add_column("name")
+    shapes.add_column("shape")
+    shapes.add_column("dtype")
+    for kind in ("inputs", "outputs"):
+        for name, spec in report[kind].items():
+            shapes.add_row(f"{kind[:-1]} {name}", "×".join(str(d) for d in spec["shape"]), spec["dtype"])
+    console.print(shapes)
+    for line in report.get("notes", []):
+        console.print(f"- {line}")

@@ -133,7 +133,9 @@ class AVMoEConfig:
     skip_num: int = 2  # stages whose (index+1) % skip_num == 0 get no adapters; <=1 = none skipped
     router_hidden: tuple = (128, 32)
     router_noise_std: float = 0.0
-    lb_weight: float = 0.0  # load-balancing loss weight (0 = off)
+    # weight on KL(U || mean router probs), summed over MoE modules (0 = off). The authors' kl_div(..., "batchmean")
+    # on a 1-D tensor divides by E, so their weight w is our w / E: AVVP 1 -> 0.5 (E=2), AVS-MS3 0.01 -> 0.0025 (E=4).
+    lb_weight: float = 0.0
 
 
 @dataclass

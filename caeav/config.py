@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Optional
 
+from caeav.errors import CaeavError
+
 PRESETS = ("tiny", "base", "paper")
 TASKS = ("ave", "avvp", "avqa", "avs_s4", "avs_ms3")
 TASK_ALIASES = {"avs": "avs_s4", "s4": "avs_s4", "ms3": "avs_ms3"}
 
 
-class ConfigError(ValueError):
+class ConfigError(CaeavError, ValueError):
     """A preset, task or override that does not exist or does not parse."""
 
 

@@ -13,6 +13,8 @@ import sys
 import typer
 
 from caeav.cli import model_cmd
+from caeav.cli import captions_cmd
+from caeav.cli import data_cmd
 from caeav.errors import CaeavError
 
 app = typer.Typer(
@@ -23,6 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(model_cmd.app, name="model")
+app.add_typer(captions_cmd.app, name="captions")
+app.add_typer(data_cmd.app, name="data")
 
 
 @app.command()

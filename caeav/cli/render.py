@@ -24,6 +24,20 @@ def print_summary(report: dict) -> None:
     table.add_row("[b]total[/b]", _fmt(tot["trainable"]), _fmt(tot["frozen"]), _fmt(tot["total"]))
     console.print(table)
     console.print(f"trainable share: {100 * tot['trainable_share']:.2f} %")
+    rec = report.get("table_ii_reconciliation")
+    if rec:
+        recon = Table(title="reconciliation with the paper's Table II")
+        recon.add_column("line")
+        recon.add_column("value", justify="right")
+        for line, value in rec.items():
+            if isinstance(value, dict):
+                value = f"{value['total'] / 1e6:.1f} M, {100 * value['trainable_share']:.1f} % trainable"
+            elif isinstance(value, float):
+                value = f"{100 * value:.2f} %"
+            else:
+                value = _fmt(value)
+            recon.add_row(line, value)
+        console.print(recon)
     shapes = Table(title="inputs and outputs")
     shapes.add_column("name")
     shapes.add_column("shape")

@@ -1,0 +1,73 @@
+"""`caeav data ...`: check a dataset folder, or write a synthetic one (torch-free)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(help="Datasets: check what media a dataset folder holds, or write a small synthetic one.",
+                  no_args_is_help=True)
+
+
+@app.command()
+def check(
+    task: str = typer.Argument(..., help="ave, avvp (llp), avqa, avs_s4 (avs, s4) or avs_ms3 (ms3)"),
+    root: Path = typer.Option(..., "--root", "-r", help="dataset folder (see caeav.data.layout for the layout)"),
+    split: Optional[List[str]] = typer.Option(None, "--split", "-s", help="train, val or test (repeatable; default all)"),
+    media: str = typer.Option("auto", "--media", help="auto, frames (pre-extracted) or video"),
+    annotations: Optional[Path] = typer.Option(None, "--annotations", help="folder of the annotation files "
+                                               "(default: the dataset folder if it has them, else the bundled copy)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """How many items of each split have their media, and which are missing."""
+    from caeav.data.check import check_dataset, format_report
+
+    report = check_dataset(task, root, split or None, media, annotations)
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
+
+
+@app.command()
+def synth(
+    task: str = typer.Argument(..., help="ave, avvp (llp), avqa, avs_s4 (avs, s4) or avs_ms3 (ms3)"),
+    out: Path = typer.Option(..., "--out", "-o", help="new (or empty) folder to write the dataset into"),
+    seed: int = typer.Option(0, "--seed", help="the same seed writes the same dataset"),
+    clips: int = typer.Option(4, "--clips", "-n", help="clips per split (train, val, test)"),
+    media: str = typer.Option("both", "--media", help="video, frames (pre-extracted) or both"),
+    classes: int = typer.Option(4, "--classes", help="how many of the task's classes to use"),
+) -> None:
+    """Write a small deterministic synthetic dataset in the task's real on-disk format."""
+    from caeav.data.synth import synth_dataset
+
+    report = synth_dataset(task, out, seed=seed, clips=clips, media=media, num_classes=classes)
+    counts = ", ".join(f"{split} {n}" for split, n in report.items.items())
+    typer.echo(f"wrote a synthetic {report.task} dataset to {report.root} ({counts}; media: {'+'.join(report.media)})")
+
+
+@app.command()
+def probe(
+    path: Path = typer.Argument(..., help="a video file"),
+    decode: bool = typer.Option(False, "--decode", help="also decode one window into model inputs"),
+    segments: int = typer.Option(10, "--segments", "-T", help="window length in 1-s segments (with --decode)"),
+    size: int = typer.Option(192, "--size", help="frame size in pixels (with --decode)"),
+    start: float = typer.Option(0.0, "--start", help="window start in seconds (with --decode)"),
+    sampling: str = typer.Option("centre", "--sampling", help="centre or linspace (with --decode)"),
+) -> None:
+    """Duration and streams of a video file; with --decode, what the model would get from it."""
+    from caeav.media import decode_clip, probe as probe_media
+
+    info = probe_media(path)
+    video = info.video
+    typer.echo(f"{info.path}: {info.duration:.2f} s, {info.format}")
+    typer.echo(f"  video: {video.codec} {video.width}x{video.height} @ {video.fps or 0:.3g} fps" if video
+               else "  video: none")
+    typer.echo(f"  audio: {info.audio.codec} {info.audio.sample_rate} Hz x {info.audio.channels}" if info.audio
+               else "  audio: none")
+    if decode:
+        clip = decode_clip(path, segments, size, start=start, sampling=sampling)
+        typer.echo(f"  frames {list(clip.frames.shape)} audio {list(clip.audio.shape)} padded {clip.padded_seconds:g} s "
+                   f"rotation {clip.rotation}")
+        for note in clip.warnings:
+            typer.echo(f"  warning: {note}")

@@ -1,0 +1,135 @@
+"""The whole CAE-AV model for one task (P Fig. 2; architecture.md §2.6, §5-§8).
+
+    frames [B,T,3,H,W], wave [B,T,32000]
+      → CAEAVEncoder (front end, lock-step Swin-V2 / HTS-AT with CASTE and AVMoE)      v [BT,L_v,C_v], a [BT,L_a,C_a]
+    caption features [B,L_c,D] ×2 (CLIP ViT-L/14 token features, precomputed)
+      → CaptionProjector (Eq. 15-16, once per clip)                                     v_cap, a_cap [B,L_c,C]
+      → CASE (Eq. 17-21)                                                                v, a (+ aux for the losses)
+      → Swin's final norm on v; token means → f_v [B,T,C_v], f_a [B,T,C_a]
+      → task head (AVE CMBS / MLP, AVVP MGN, AVQA, AVS decoder)
+
+`forward` returns the head's outputs; in training mode it also returns `aux` (CASE projections and selection
+probabilities) and `router_probs` (every MoE call), which `loss` turns into Eq. 25 plus load balancing.
+The caption text tower is not part of this module: captions arrive as features (the caption cache supplies them);
+`caeav.model.text_tower` encodes new captions.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from caeav.config import ModelConfig
+from caeav.model.avmoe import load_balancing_loss
+from caeav.model.captions import CaptionProjector
+from caeav.model.case import CASE
+from caeav.model.encoder import CAEAVEncoder
+from caeav.model.heads import build_head
+from caeav.model.losses import total_loss
+
+
+class CAEAV(nn.Module):
+    """Encoder + caption projector + CASE + task head for `cfg.task`."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.segments = cfg.task.segments
+        self.encoder = CAEAVEncoder(cfg)
+        vs, aus = self.encoder.visual_shapes, self.encoder.audio_shapes
+        self.dim_v, self.dim_a = vs[-1].dim, aus[-1].dim
+        self.visual_grid = vs[-1].hw
+        self.caption_projector = CaptionProjector(cfg.caption, self.dim_v, self.dim_a)
+        self.case = CASE(self.dim_v, self.dim_a, vs[-1].tokens, aus[-1].tokens, cfg.case)
+        self.head = build_head(cfg, [s.dim for s in vs], self.dim_a, vs[-1].tokens)
+
+    # ------------------------------------------------------------------------------------------------ bookkeeping
+
+    def frozen_parameter_names(self) -> list[str]:
+        return [f"encoder.{n}" for n in self.encoder.frozen_parameter_names()]
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """What a caeav checkpoint stores (decisions D9): every parameter and buffer outside the frozen backbones."""
+        frozen = tuple(f"encoder.{name}." for name in self.encoder.frozen_modules())
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(frozen)}
+
+    # ------------------------------------------------------------------------------------------------ forward
+
+    def forward(self, frames: Tensor, wave: Tensor, vis_caption: Tensor, aud_caption: Tensor,
+                **extra: Optional[Tensor]) -> dict:
+        """frames `[B,T,3,H,W]`, wave `[B,T,32000]`, captions `[B,L_c,D]`; task extras: avvp `st` `[B,T,512]`
+        (when the head uses it), avqa `question` `[B,L_q]` and optional `neg_frames` `[B,T,3,H,W]`."""
+        T = self.segments
+        enc = self.encoder(frames, wave)
+        v_cap, a_cap = self.caption_projector(vis_caption, aud_caption)
+        v, a, aux = self.case(enc.v, enc.a, v_cap, a_cap, T)
+        v = self.encoder.visual_norm(v)
+        f_v = v.mean(dim=1).unflatten(0, (-1, T))  # [B, T, C_v]
+        f_a = a.mean(dim=1).unflatten(0, (-1, T))  # [B, T, C_a]
+        out = dict(self._head(v, f_v, f_a, enc, extra))
+        if self.training:
+            out["aux"] = aux
+            out["router_probs"] = enc.router_probs
+        return out
+
+    def _head(self, v: Tensor, f_v: Tensor, f_a: Tensor, enc, extra: Mapping[str, Optional[Tensor]]) -> dict:
+        name = self.cfg.task.name
+        if name == "ave":
+            return self.head(f_v, f_a)
+        if name == "avvp":
+            return self.head(f_a, f_v, extra.get("st"))
+        if name == "avqa":
+            neg = extra.get("neg_frames")
+            return self.head(f_v, f_a, self._visual_maps(v), extra["question"],
+                             None if neg is None else self._negative_maps(neg))
+        return self.head(enc.visual_stages, f_a)  # AVS: pre-CASE multi-scale visual features + CASE audio
+
+    def _visual_maps(self, v: Tensor) -> Tensor:
+        """Normed final-stage tokens `[BT, L, C]` as spatial maps `[B, T, C, h, w]` (AVQA grounding)."""
+        h, w = self.visual_grid
+        return v.transpose(1, 2).reshape(-1, self.segments, v.shape[-1], h, w)
+
+    @torch.no_grad()
+    def _negative_maps(self, frames: Tensor) -> Tensor:
+        """Negative frames for AVQA's AV-match head, encoded by the plain frozen Swin + final norm (architecture.md
+        §7.3): `[B,T,3,H,W]` → `[B,T,C,h,w]`."""
+        swin = self.encoder.visual
+        x = frames.flatten(0, 1)
+        size = self.cfg.visual.img_size
+        if tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+        tokens = swin.forward_features(x)  # [BT, h, w, C], normed
+        return self._visual_maps(tokens.flatten(1, 2))
+
+    # ------------------------------------------------------------------------------------------------ training
+
+    def loss(self, outputs: Mapping, batch: Mapping, epoch: int) -> tuple[Tensor, dict]:
+        """P Eq. 25 on top of the task loss, plus load balancing weighted by `task.avmoe.lb_weight`.
+
+        `epoch` is 0-based (the γ warm-up of decisions D7). Returns (total, detached components)."""
+        task = self.head.loss(outputs, batch)
+        task = task["loss"] if isinstance(task, Mapping) else task
+        lb_weight = self.cfg.task.avmoe.lb_weight
+        lb = None
+        if lb_weight > 0 and outputs.get("router_probs"):
+            lb = lb_weight * sum(load_balancing_loss(p) for p in outputs["router_probs"])
+        return total_loss(task, outputs["aux"], self.cfg.task.loss, epoch, self.segments, lb)
+
+    def predict(self, outputs: Mapping):
+        return self.head.predict(outputs)
+
+
+def build_model(cfg: ModelConfig, device: Optional[str | torch.device] = None, load_weights: bool = True) -> CAEAV:
+    """Build CAE-AV for `cfg` (on `device`; "meta" builds shapes only). Backbone weights load from the files the config
+    names (`visual.weights`, `audio.weights`) unless `load_weights` is False or the device is meta."""
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "meta":
+        with torch.device("meta"):
+            return CAEAV(cfg)
+    model = CAEAV(cfg)
+    if load_weights:
+        model.encoder.load_backbone_weights()
+    return model.to(device) if device is not None else model

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from caeav.model.blocks import conv_over_time
 
 
 class SeparableSelfAttention(nn.Module):
@@ -81,11 +82,7 @@ class TemporalEnrichment(nn.Module):
 
     def temporal_mix(self, x: Tensor) -> Tensor:
         """Z of P Eq. 7: `[BT, L, C]` → `[BT, L, C]`, convolving along t within each clip."""
-        _, L, C = x.shape
-        T = self.segments
-        z = x.reshape(-1, T, L, C).permute(0, 2, 3, 1).reshape(-1, C, T)  # [B·L, C, T]
-        z = self.pw(self.dw(z))
-        return z.reshape(-1, L, C, T).permute(0, 3, 1, 2).reshape(-1, L, C)  # [BT, L, C]
+        return conv_over_time(x, self.segments, self.dw, self.pw)
 
     def forward(self, x: Tensor) -> Tensor:  # x: [BT, L, C]
         return x + self.gamma * self.norm(self.temporal_mix(x))

@@ -59,8 +59,8 @@ def _merge(x: Tensor) -> Tensor:  # [B, h, N, C/h] -> [B, N, C]
     return x.transpose(1, 2).flatten(2)
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with a fused qkv Linear (bias) and an output projection (MGN `Attention`, qkv_fuse)."""
+class _MultiHead(nn.Module):
+    """Shared set-up of MGN's attention variants: head split, 1/sqrt(d) scale and the output projection."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -68,34 +68,39 @@ class SelfAttention(nn.Module):
             raise ValueError(f"MGN width {dim} is not divisible by {heads} heads")
         self.heads = heads
         self.scale = (dim // heads) ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        q, k, v = (_heads(t, self.heads) for t in self.qkv(x).chunk(3, dim=-1))
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """softmax(q kᵀ · scale) v over heads, merged and projected: `[B, h, N, C/h]` ×3 → `[B, N, C]`."""
         attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.scale, dim=-1)
         return self.proj(_merge(torch.matmul(attn, v)))
 
 
-class CrossAttention(nn.Module):
+class SelfAttention(_MultiHead):
+    """Multi-head self-attention with a fused qkv Linear (bias) and an output projection (MGN `Attention`, qkv_fuse)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__(dim, heads)
+        self.qkv = nn.Linear(dim, 3 * dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = (_heads(t, self.heads) for t in self.qkv(x).chunk(3, dim=-1))
+        return self.attend(q, k, v)
+
+
+class CrossAttention(_MultiHead):
     """Multi-head attention of queries over keys with separate q/k/v Linears (bias) (MGN `Attention`, unfused)."""
 
     def __init__(self, dim: int, heads: int):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"MGN width {dim} is not divisible by {heads} heads")
-        self.heads = heads
-        self.scale = (dim // heads) ** -0.5
+        super().__init__(dim, heads)
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
 
     def forward(self, query: Tensor, key: Tensor) -> Tensor:
         q = _heads(self.q_proj(query), self.heads)
         k, v = _heads(self.k_proj(key), self.heads), _heads(self.v_proj(key), self.heads)
-        attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.scale, dim=-1)
-        return self.proj(_merge(torch.matmul(attn, v)))
+        return self.attend(q, k, v)
 
 
 class AttnBlock(nn.Module):

@@ -61,7 +61,8 @@ class ClipLoader:
         else:
             sources = [self.layout.video_path(record)]
         key = self.layout.media_key(record)
-        params = {"form": form, "segments": self.layout.segments, "size": self.size, "sampling": self.layout.sampling}
+        params = {"form": form, "segments": self.layout.segments, "size": self.size, "sampling": self.layout.sampling,
+                  "strict": self.strict}
         fingerprint = source_fingerprint(sources) if self.cache is not None else None
         if self.cache is not None:
             cached = self.cache.get(key, fingerprint, params)

@@ -23,7 +23,7 @@ import numpy as np
 
 from caeav.errors import DataError
 
-from .layout import canonical
+from .layout import canonical, forget_listings
 from .synth_avs import synth_avs_ms3, synth_avs_s4
 from .synth_io import MEDIA_FORMS
 from .synth_tasks import synth_ave, synth_avqa, synth_llp
@@ -67,4 +67,5 @@ def synth_dataset(task: str, out, seed: int = 0, clips: int = 4, media="both", n
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([int(seed), _TASK_NUMBER[name]])
     items = GENERATORS[name](root, rng, int(seed), int(clips), int(num_classes), forms)
+    forget_listings()  # folders listed earlier in this process now hold the new media
     return SynthReport(name, root, items, forms)

@@ -43,7 +43,7 @@ class ClipMedia:
     def write_video(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_video(path, self.frames, fps=FPS, audio=self.audio[None], sample_rate=AUDIO_RATE,
-                    options={"preset": "veryfast", "threads": "1"})
+                    options={"preset": "veryfast", "threads": "1"}, audio_options={"aac_coder": "fast"})
 
     def write_all_frames(self, folder: Path) -> None:
         """Every frame as %08d.jpg from 1 (AVE / MUSIC-AVQA extraction)."""

@@ -56,6 +56,11 @@ def container_start(container) -> float:
     return min(starts) if starts else 0.0
 
 
+def is_still_image(container) -> bool:
+    """True for FFmpeg's picture demuxers (png_pipe, jpeg_pipe, image2, ...): a picture renamed .mp4 is not a video."""
+    return container.format.name in ("image2", "image2pipe") or container.format.name.endswith("_pipe")
+
+
 def stream_fps(stream) -> Optional[float]:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate:

@@ -18,7 +18,8 @@ import av
 import numpy as np
 
 from .audio import AudioWindow
-from .container import container_duration, container_start, describe, media_error, open_media, stream_fps
+from .container import (container_duration, container_start, describe, is_still_image, media_error, open_media,
+                        stream_fps)
 from .gate import NonRefGate
 from .preprocess import normalize_frames, resize_rgb, upright
 from .sampling import DEFAULT_FPS, TIME_EPS, frame_instants
@@ -150,6 +151,8 @@ def decode_raw(path, segments: int = 10, size: int = 192, start: float = 0.0, sa
         with open_media(path) as container:
             if not container.streams.video:
                 raise media_error(path, "has no video track")
+            if is_still_image(container):
+                raise media_error(path, f"is a still image ({container.format.name}), not a video")
             if strict and not container.streams.audio:
                 raise media_error(path, "has no audio track (strict decoding)")
             picker, window, duration, padded, exact = _decode_window(container, path, segments, start, sampling,

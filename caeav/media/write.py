@@ -28,12 +28,14 @@ def write_video(
     frame_times: Optional[Sequence[float]] = None,
     rotation: Optional[int] = None,
     options: Optional[dict] = None,
+    audio_options: Optional[dict] = None,
 ) -> None:
     """Encode uint8 [H, W, 3] RGB `frames` (and optional float32 `audio` [C, n] in [-1, 1]) into `path`.
 
     `frame_times` (seconds, increasing) gives each frame its own timestamp (variable frame rate); otherwise frame i
     shows at i / fps. `rotation` writes a display matrix (degrees counter-clockwise, as `VideoFrame.rotation` reads it
-    back). The container is chosen from the file extension (.mp4, .mkv, .webm, .avi, ...).
+    back). The container is chosen from the file extension (.mp4, .mkv, .webm, .avi, ...). `options` / `audio_options`
+    are the encoders' private options (e.g. {"preset": "veryfast"}, {"aac_coder": "fast"}).
     """
     fps_q = Fraction(fps).limit_denominator(1001)
     time_base = Fraction(1, 1000) if frame_times is not None else 1 / fps_q
@@ -52,7 +54,7 @@ def write_video(
                 stream.thread_count = 1
                 if rotation is not None:
                     stream.set_display_rotation(rotation)
-                astream = _add_audio(container, audio, sample_rate, audio_codec)
+                astream = _add_audio(container, audio, sample_rate, audio_codec, audio_options)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
             frame.pts = round(frame_times[i] * 1000) if frame_times is not None else i
             frame.time_base = time_base
@@ -62,15 +64,17 @@ def write_video(
         container.mux(stream.encode(None))
         if astream is not None:
             _encode_audio(container, astream, audio, sample_rate)
+    except av.FFmpegError as exc:  # e.g. libx264 with yuv420p and an odd frame size
+        raise MediaError(f"{os.fspath(path)}: cannot be encoded with {codec}/{pix_fmt} ({exc})") from None
     finally:
         container.close()
 
 
-def _add_audio(container, audio, sample_rate: int, codec: str):
+def _add_audio(container, audio, sample_rate: int, codec: str, options: Optional[dict]):
     if audio is None:
         return None
     channels = np.atleast_2d(audio).shape[0]
-    stream = container.add_stream(codec, rate=sample_rate)
+    stream = container.add_stream(codec, rate=sample_rate, options=dict(options or {}))
     stream.layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
     return stream
 

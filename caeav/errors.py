@@ -25,3 +25,7 @@ class BundleError(CaeavError):
 
 class CaptionError(CaeavError):
     """The caption cache or caption endpoint cannot be used."""
+
+
+class ExportError(CaeavError):
+    """An export step cannot run here (missing TensorRT / Model Optimizer, unusable calibration data, failed build)."""

@@ -56,6 +56,7 @@ class CaptionServer:
 
     def __init__(self):
         self.requests: list[tuple[str, str]] = []  # (clip, modality) per chat request, failed ones included
+        self.answered: list[tuple[str, str]] = []  # (clip, modality) per caption sent back
         self.bodies: dict[tuple[str, str], dict] = {}
         self.fail: dict[tuple[str, str], list] = {}  # key -> HTTP statuses to answer first, in order (-1 = forever 500)
         self.sleep: dict[tuple[str, str], int] = {}  # key -> how many first requests sleep `sleep_s`
@@ -123,6 +124,8 @@ class CaptionServer:
             answer = {"id": "x", "object": "chat.completion", "model": body["model"],
                       "choices": [{"index": 0, "message": {"role": "assistant", "content": caption_for(clip, parts)},
                                    "finish_reason": "stop"}]}
+            with self.lock:  # before sending: the client may finish its run as soon as the answer arrives
+                self.answered.append(key)
             handler._send(200, answer)
         finally:
             with self.lock:
@@ -131,6 +134,10 @@ class CaptionServer:
     def counts(self) -> Counter:
         with self.lock:
             return Counter(self.requests)
+
+    def answers(self) -> Counter:
+        with self.lock:
+            return Counter(self.answered)
 
     def __enter__(self) -> "CaptionServer":
         self.thread.start()

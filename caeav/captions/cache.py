@@ -191,7 +191,8 @@ class CaptionCache:
             try:
                 yield self._con
             except BaseException:
-                self._con.execute("ROLLBACK")
+                if self._con.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
+                    self._con.execute("ROLLBACK")
                 raise
             self._con.execute("COMMIT")
 

@@ -51,6 +51,9 @@ class CaptionFeatureReader:
                                "(run `caeav captions encode` with that encoder)")
         self._empty = {m: v[0] for m, v in empty.items()}
 
+    def __getstate__(self) -> dict:  # picklable for spawned DataLoader workers: each opens its own connection
+        return {**self.__dict__, "_con": None, "_pid": None}
+
     def _db(self) -> sqlite3.Connection:
         if self._con is None or self._pid != os.getpid():
             self._con, self._pid = connect(self.path, readonly=True), os.getpid()

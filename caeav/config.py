@@ -166,6 +166,8 @@ class TrainConfig:
     early_stop: int = 20
     grad_clip: float = 0.0
     seed: int = 999
+    precision: str = "auto"  # auto (bf16 autocast on GPUs that support it, else fp16; fp32 on CPU) | fp32 | bf16 | fp16
+    checkpoint_every: int = 0  # also refresh last/ every N optimiser steps inside an epoch (0 = once per epoch)
 
 
 @dataclass

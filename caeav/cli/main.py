@@ -15,6 +15,10 @@ import typer
 from caeav.cli import model_cmd
 from caeav.cli import captions_cmd
 from caeav.cli import data_cmd
+from caeav.cli import train_cmd
+from caeav.cli import export_cmd, parity_cmd
+from caeav.cli import infer_cmd
+from caeav.cli import bench_cmd
 from caeav.errors import CaeavError
 
 app = typer.Typer(
@@ -27,6 +31,12 @@ app = typer.Typer(
 app.add_typer(model_cmd.app, name="model")
 app.add_typer(captions_cmd.app, name="captions")
 app.add_typer(data_cmd.app, name="data")
+app.command(name="train")(train_cmd.train)
+app.command(name="eval")(train_cmd.evaluate)
+app.command(name="export")(export_cmd.export)
+app.command(name="parity")(parity_cmd.parity)
+app.command(name="infer")(infer_cmd.infer)
+app.command(name="bench")(bench_cmd.bench)
 
 
 @app.command()

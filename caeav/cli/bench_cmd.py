@@ -1,0 +1,48 @@
+"""`caeav bench`: parse arguments and call `caeav.runtime.bench` (benchmarks/bench.py is the same thing as a script)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from caeav.errors import CaeavError
+
+
+def _csv(text: str, what: str, allowed=None) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if allowed is not None and t not in allowed]
+    if not items or bad:
+        raise CaeavError(f"--{what}: expected a comma-separated list of {', '.join(allowed or [])}; got {text!r}")
+    return items
+
+
+def bench(
+    bundle: Path = typer.Argument(..., help="export bundle"),
+    engines: str = typer.Option("torch,ort", "--engines", help="comma list of torch, ort, trt"),
+    batch: str = typer.Option("1", "--batch", help="comma list of batch sizes, e.g. 1,2"),
+    precisions: str = typer.Option("fp32", "--precisions", help="comma list of fp32, fp16, int8"),
+    repeats: int = typer.Option(10, "--repeats", help="timed calls per configuration"),
+    warmup: int = typer.Option(2, "--warmup", help="untimed calls first"),
+    clip: Optional[Path] = typer.Option(None, "--clip", help="video to run (default: bundled sample, else a "
+                                        "synthetic clip)"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="weights for the PyTorch reference"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="intra-op threads for every engine"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the table as JSON"),
+) -> None:
+    """Latency, throughput, memory, speed-up and parity of each engine against PyTorch FP32 eager."""
+    import json
+
+    from caeav.runtime.bench import print_bench, run_bench
+
+    engine_list = _csv(engines, "engines", ("torch", "ort", "trt"))
+    precision_list = _csv(precisions, "precisions", ("fp32", "fp16", "int8"))
+    try:
+        batches = [int(b) for b in _csv(batch, "batch")]
+    except ValueError:
+        raise CaeavError(f"--batch: expected integers like 1,2; got {batch!r}") from None
+    result = run_bench(bundle, engine_list, batches, precision_list, repeats, warmup, clip, checkpoint, threads)
+    print_bench(result)
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")

@@ -1,0 +1,129 @@
+"""From dataset items (numpy, torch-free) to model inputs and loss targets (torch).
+
+    datasets = build_split(cfg, "train", root, captions)      # a caeav.data dataset with caption features attached
+    loader = DataLoader(dataset, batch_size=2, sampler=..., collate_fn=collate)
+    batch = to_device(next(iter(loader)), device)
+    inputs = model_inputs(batch, cfg, training=True)           # frames, wave, vis_caption, aud_caption (+ task extras)
+
+Captions: with a caption cache (`caeav captions encode`) every item gets its clip's CLIP features; without one, every
+item gets the features of the empty caption "" from the model's own text tower, exactly what the cache reader hands
+to a clip without a caption (`caeav.captions.encode.build_encoder`: the `tiny` tower is seeded, so training, export
+and the runtime see the same features).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from caeav.config import ModelConfig
+from caeav.errors import CaptionError, DataError
+
+
+class ConstantCaptions:
+    """The datasets' `captions=` hook giving every clip the same features (the empty caption's)."""
+
+    def __init__(self, visual: np.ndarray, audio: np.ndarray):
+        self.visual, self.audio = visual.astype(np.float32), audio.astype(np.float32)
+
+    def __call__(self, clip_id: str) -> dict:
+        return {"caption_visual": self.visual, "caption_audio": self.audio,
+                "caption_fallback": np.array([True, True])}
+
+
+def empty_caption_hook(cfg: ModelConfig) -> ConstantCaptions:
+    """Features of "" from the config's text tower (needs `caption.weights` for the open_clip tower)."""
+    from caeav.captions.encode import build_encoder, encode_texts_f16
+
+    if cfg.caption.tower == "open_clip" and not cfg.caption.weights:
+        raise CaptionError("no --captions cache given and no caption.weights for the CLIP text tower: pass a caption "
+                           "cache (caeav captions encode) or caption.weights=PATH to use empty-caption features")
+    tower, _ = build_encoder(cfg.caption)
+    feats = encode_texts_f16(tower, [""])[0]
+    return ConstantCaptions(feats, feats)
+
+
+def caption_hook(cfg: ModelConfig, cache: Optional[str]):
+    """A caption cache reader, or the empty-caption features when `cache` is None; checks the feature width."""
+    if cache is None:
+        return empty_caption_hook(cfg)
+    from caeav.captions.reader import CaptionFeatureReader
+
+    reader = CaptionFeatureReader(cache)
+    dim = reader.lookup("").visual.shape
+    if tuple(dim) != (cfg.caption.context_length, cfg.caption.text_dim):
+        raise CaptionError(f"{cache}: caption features are {list(dim)}, the model expects "
+                           f"[{cfg.caption.context_length}, {cfg.caption.text_dim}] (encoder {reader.encoder})")
+    return reader
+
+
+def build_split(cfg: ModelConfig, split: str, root, captions, cache_dir=None):
+    """The dataset of `cfg.task` for `split`, frames at `cfg.task.input_size`, with the caption hook attached."""
+    from caeav.data.datasets import build_dataset
+
+    dataset = build_dataset(cfg.task.name, root, split, size=cfg.task.input_size, cache_dir=cache_dir,
+                            captions=captions)
+    if len(dataset) == 0:
+        raise DataError(f"{root}: the {split} split of {cfg.task.name} is empty")
+    return dataset
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack the numpy arrays and numbers of `items` into tensors; strings stay lists."""
+    out = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        first = values[0]
+        if isinstance(first, np.ndarray):
+            out[key] = torch.from_numpy(np.stack(values))
+        elif isinstance(first, (bool, np.bool_)):
+            out[key] = torch.tensor(values, dtype=torch.bool)
+        elif isinstance(first, (int, np.integer)):
+            out[key] = torch.tensor(values, dtype=torch.int64)
+        elif isinstance(first, (float, np.floating)):
+            out[key] = torch.tensor(values, dtype=torch.float32)
+        else:
+            out[key] = values
+    return out
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+def model_inputs(batch: dict, cfg: ModelConfig, training: bool) -> dict:
+    """Keyword arguments of `CAEAV.forward` for a collated batch.
+
+    AVQA in training also gets `neg_frames`: the frames of the next clip in the batch (a rolled batch), the other
+    video AVST's AV-match loss contrasts with; a batch of one has no negatives and skips the match loss."""
+    if "caption_visual" not in batch:
+        raise CaptionError("items carry no caption features (build the datasets with a caption hook)")
+    inputs = {"frames": batch["frames"], "wave": batch["audio"], "vis_caption": batch["caption_visual"],
+              "aud_caption": batch["caption_audio"]}
+    task = cfg.task.name
+    if task == "avvp" and int(cfg.task.head.get("st_dim", 0) or 0) > 0:
+        if "st" not in batch:
+            raise DataError("the AVVP head expects R(2+1)D clip features `st` (task.head.st_dim > 0) that this dataset "
+                            "does not provide; train with task.head.st_dim=0")
+        inputs["st"] = batch["st"]
+    if task == "avqa":
+        inputs["question"] = batch["question"]
+        if training and len(batch["frames"]) > 1:
+            inputs["neg_frames"] = batch["frames"].roll(1, dims=0)
+    return inputs
+
+
+def loss_targets(batch: dict, cfg: ModelConfig, mask_size: Optional[int] = None) -> dict:
+    """What `CAEAV.loss` reads from the batch. AVS masks are resized (nearest) to the predicted mask size."""
+    task = cfg.task.name
+    if task in ("avs_s4", "avs_ms3"):
+        masks = batch["masks"].float()
+        if mask_size is not None and masks.shape[-1] != mask_size:
+            masks = torch.nn.functional.interpolate(masks, size=(mask_size, mask_size), mode="nearest")
+        return {"masks": masks}
+    if task == "avqa":
+        return {"answer": batch["answer"]}
+    return {"labels": batch["labels"]}

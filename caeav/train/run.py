@@ -1,0 +1,84 @@
+"""What `caeav train` and `caeav eval` call: resolve a run's config and directory, train, evaluate a checkpoint.
+
+    cfg, out = prepare_run("ave", "tiny", "runs/ave", overrides=["task.train.epochs=3"], resume=False)
+    results = train(cfg, TrainOptions(data_root="data/ave", out=out))
+    metrics = evaluate_checkpoint("runs/ave/best", "data/ave", split="test")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from caeav.config import ModelConfig, apply_overrides, canonical_task, load_config
+from caeav.errors import CaeavError
+from caeav.train.trainer import Trainer, TrainingError, TrainOptions
+
+
+def default_run_dir(task: str, preset: str, base: str = "runs") -> Path:
+    """runs/<task>-<preset>, or the first free runs/<task>-<preset>-<n>."""
+    stem = Path(base) / f"{task}-{preset}"
+    path, n = stem, 2
+    while path.exists():
+        path, n = Path(f"{stem}-{n}"), n + 1
+    return path
+
+
+def prepare_run(task: str, preset: str, out: Optional[str], overrides: Optional[list[str]] = None,
+                resume: bool = False) -> tuple[ModelConfig, Path]:
+    """The config of a new run (preset + task + overrides), or of the run being resumed (its stored config +
+    overrides, e.g. more epochs), and the run directory."""
+    from caeav.model.checkpoint import read_checkpoint_config
+
+    task = canonical_task(task)
+    if resume:
+        if not out:
+            raise TrainingError("--resume needs --out RUN_DIR (the run to continue)")
+        cfg, _ = read_checkpoint_config(Path(out) / "last")
+        if cfg.task.name != task:
+            raise TrainingError(f"{out} is a {cfg.task.name} run, not {task}")
+        if overrides:
+            cfg = ModelConfig.from_dict(apply_overrides(cfg.to_dict(), overrides))
+        return cfg, Path(out)
+    cfg = load_config(preset, task, overrides)
+    if cfg.task.train.batch_size < 1 or cfg.task.train.accum_steps < 1 or cfg.task.train.epochs < 1:
+        raise TrainingError("task.train.batch_size, accum_steps and epochs must be at least 1")
+    return cfg, Path(out) if out else default_run_dir(task, preset)
+
+
+def train(cfg: ModelConfig, opts: TrainOptions) -> dict:
+    from caeav.train import distributed
+
+    info = distributed.setup(opts.device)
+    try:
+        return Trainer(cfg, opts, info).fit()
+    finally:
+        distributed.teardown(info)
+
+
+def evaluate_checkpoint(checkpoint: str, data_root: str, split: str = "test", task: Optional[str] = None,
+                        captions: Optional[str] = None, batch_size: Optional[int] = None,
+                        device: Optional[str] = None, media_cache: Optional[str] = None, workers: int = 0) -> dict:
+    """Metrics of a checkpoint directory on one split of a dataset."""
+    import torch
+
+    from caeav.model.checkpoint import load_checkpoint
+    from caeav.train.batches import build_split, caption_hook, collate
+    from caeav.train.evaluate import evaluate
+    from caeav.train.sampler import EpochSampler
+
+    if split not in ("train", "val", "test"):
+        raise CaeavError(f"--split must be train, val or test, got {split!r}")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, cfg = load_checkpoint(checkpoint, device=dev)
+    if task is not None and canonical_task(task) != cfg.task.name:
+        raise CaeavError(f"{checkpoint} holds a {cfg.task.name} model, not {canonical_task(task)}")
+    dataset = build_split(cfg, split, data_root, caption_hook(cfg, captions), media_cache)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size or cfg.task.train.batch_size,
+                                         sampler=EpochSampler(len(dataset), 0, shuffle=False), collate_fn=collate,
+                                         num_workers=workers)
+    autocast = None
+    if dev.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        autocast = lambda: torch.autocast("cuda", dtype=dtype)  # noqa: E731
+    return evaluate(model, loader, cfg, dev, autocast)

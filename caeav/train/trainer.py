@@ -1,0 +1,295 @@
+"""The training loop, readable top to bottom (`Trainer.fit`): the recipe of architecture.md §8.2 on a caeav dataset.
+
+    trainer = Trainer(load_config("tiny", "ave"), TrainOptions(data_root="data/ave", out="runs/ave"))
+    results = trainer.fit()          # {"best_epoch", "best_val", "test"}; run dir: last/, best/, metrics.csv, ...
+
+Per epoch: micro-batches of `task.train.batch_size` clips; every `accum_steps` of them one Adam step (losses are
+*summed* over the micro-batches, as the authors' scripts do, §8.2), gradients clipped to `grad_clip` (0 = off); StepLR
+once per epoch; validation with the exact metrics; `last/` rewritten every epoch (and every `checkpoint_every` steps),
+`best/` when the validation score improves. The test split is evaluated once, with the best weights, at the end.
+A non-finite loss stops the run with `TrainingError`, after making sure `last/` holds the last good state.
+
+Resume (`TrainOptions.resume`): `last/` stores the weights, Adam and StepLR state, every rank's RNG state, the epoch
+and the number of micro-batches already consumed in it; the data order is a function of (seed, epoch)
+(`EpochSampler`), so the resumed run continues with the same items and ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from caeav.config import ModelConfig
+from caeav.errors import CaeavError
+from caeav.model.checkpoint import load_trainer_state, resolve_checkpoint_dir, save_checkpoint, unwrap
+from caeav.train import distributed as D
+from caeav.train.batches import build_split, caption_hook, collate, loss_targets, model_inputs, to_device
+from caeav.train.evaluate import evaluate
+from caeav.train.logger import RunLogger
+from caeav.train.optim import build_optimizer, build_scheduler
+from caeav.train.sampler import EpochSampler
+from caeav.train.state import restore_rng_state, rng_state, seed_everything
+
+
+class TrainingError(CaeavError):
+    """Training cannot go on (a non-finite loss, an unusable run directory)."""
+
+
+@dataclass
+class TrainOptions:
+    data_root: str
+    out: str
+    captions: Optional[str] = None  # caption cache (sqlite); None = empty-caption features for every clip
+    resume: bool = False
+    workers: int = 0
+    media_cache: Optional[str] = None  # decoded-media cache folder (caeav.data)
+    device: Optional[str] = None  # default: cuda when available, else cpu
+    show_progress: bool = True
+    eval_test: bool = True
+    max_steps: Optional[int] = None  # test hook: return (as if killed) after this many optimiser steps in this process
+
+
+class Trainer:
+    def __init__(self, cfg: ModelConfig, opts: TrainOptions, dist: Optional[D.DistInfo] = None):
+        self.cfg, self.opts = cfg, opts
+        self.dist = dist or D.setup(opts.device)
+        self.run_dir = Path(opts.out)
+        self.log = RunLogger(self.run_dir, enabled=self.dist.is_main, show_progress=opts.show_progress)
+        self.device = self.dist.device
+        self.precision = self._precision()
+
+    # ------------------------------------------------------------------------------------------------ set-up
+
+    def _precision(self) -> str:
+        want = self.cfg.task.train.precision
+        if want not in ("auto", "fp32", "bf16", "fp16"):
+            raise TrainingError(f"task.train.precision must be auto, fp32, bf16 or fp16, got {want!r}")
+        if self.device.type != "cuda":
+            return "fp32"  # autocast on GPUs only
+        if want == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return want
+
+    def autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _loader(self, dataset, sampler, batch_size):
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                                           num_workers=self.opts.workers, pin_memory=self.device.type == "cuda",
+                                           generator=torch.Generator().manual_seed(0))
+
+    def _setup(self) -> Optional[dict]:
+        """Model, optimiser, scheduler, data; returns the resumed trainer state (or None for a fresh run)."""
+        from caeav.model.cae_av import build_model
+
+        cfg, train = self.cfg, self.cfg.task.train
+        seed_everything(train.seed)
+        self.model = build_model(cfg, device=self.device)
+        self.optimizer = build_optimizer(self.model, train)
+        self.scheduler = build_scheduler(self.optimizer, train)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        state = self._resume() if self.opts.resume else None
+        if state is None and (self.run_dir / "last").exists():
+            raise TrainingError(f"{self.run_dir} already holds a run (last/); pass --resume or choose a new --out")
+        self.net = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # static graph: some parameters (CASE's τ) reach the loss through `aux`, not through the head outputs,
+            # and some never get a gradient (unused template layers); the set is the same every iteration
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, static_graph=True)
+        hook = caption_hook(cfg, self.opts.captions)
+        root, cache = self.opts.data_root, self.opts.media_cache
+        self.train_set = build_split(cfg, "train", root, hook, cache)
+        self.val_set = build_split(cfg, "val", root, hook, cache) if self.dist.is_main else None
+        self.sampler = EpochSampler(len(self.train_set), train.seed, True, self.dist.rank, self.dist.world)
+        return state
+
+    def _resume(self) -> dict:
+        try:
+            path = resolve_checkpoint_dir(self.run_dir / "last")
+        except CaeavError:
+            raise TrainingError(f"--resume: {self.run_dir / 'last'} holds no checkpoint to resume from") from None
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+        state = load_trainer_state(path) or {}
+        if "optimizer" not in state:
+            raise TrainingError(f"{path} has no optimiser state; it cannot be resumed")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rngs = state.get("rng", [])
+        if len(rngs) == self.dist.world:
+            restore_rng_state(rngs[self.dist.rank])
+        else:  # another world size: the data order still matches, the dropout / Gumbel noise cannot
+            seed_everything(self.cfg.task.train.seed + 7919 * state["global_step"])
+        self.log.truncate(state["epoch"])
+        return state
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+
+    def _save_last(self, progress: dict) -> None:
+        """Rewrite last/ with everything resume needs (called on every rank: the RNG states are gathered)."""
+        rngs = D.gather_objects(rng_state(), self.dist)
+        if self.dist.is_main:
+            state = dict(progress, rng=rngs, world=self.dist.world, optimizer=self.optimizer.state_dict(),
+                         scheduler=self.scheduler.state_dict(),
+                         scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None)
+            save_checkpoint(self.model, self.cfg, self.run_dir / "last", state)
+        D.barrier(self.dist)
+
+    def _diverged(self, loss: torch.Tensor, parts: dict, progress: dict) -> None:
+        params_ok = all(torch.isfinite(p).all() for p in self.model.parameters() if p.requires_grad)
+        if params_ok:  # the weights of the last completed step are good: make last/ hold exactly them
+            self._save_last(progress)
+        where = self.run_dir / "last"
+        held = f"the last good checkpoint is {where}" if where.exists() else "no checkpoint was written yet"
+        named = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items()) if parts else ""
+        raise TrainingError(
+            f"the training loss became {float(loss)} at epoch {progress['epoch'] + 1}, optimiser step "
+            f"{progress['global_step'] + 1} ({named}); stopped: {held} (resume with --resume after lowering "
+            f"task.train.lr or setting task.train.grad_clip)")
+
+    # ------------------------------------------------------------------------------------------------ the loop
+
+    def _optimiser_step(self) -> None:
+        clip = self.cfg.task.train.grad_clip
+        if clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _train_epoch(self, epoch: int, progress: dict) -> Optional[dict]:
+        """One epoch from `progress["step_in_epoch"]` on; returns the epoch's mean loss parts, or None when the
+        `max_steps` hook stopped the run."""
+        train = self.cfg.task.train
+        accum, batch = max(1, train.accum_steps), train.batch_size
+        self.sampler.set_epoch(epoch, skip=progress["step_in_epoch"] * batch)
+        loader = self._loader(self.train_set, self.sampler, batch)
+        mask_size = getattr(unwrap(self.net).head, "mask_size", None)
+        sums = progress.setdefault("sums", {})
+        self.net.train()
+        pending = 0
+        n_micro = math.ceil(len(self.sampler) / batch)
+        with self.log.progress(len(self.sampler), f"epoch {epoch + 1}/{train.epochs}") as bar:
+            for i, data in enumerate(loader):
+                data = to_device(data, self.device)
+                pending += 1
+                last_of_group = pending == accum or i == n_micro - 1
+                sync = self.net.no_sync() if self.dist.enabled and not last_of_group else contextlib.nullcontext()
+                with sync:
+                    with self.autocast():
+                        outputs = self.net(**model_inputs(data, self.cfg, training=True))
+                        loss, parts = unwrap(self.net).loss(outputs, loss_targets(data, self.cfg, mask_size), epoch)
+                    if D.any_true(not bool(torch.isfinite(loss)), self.dist):
+                        self._diverged(loss, parts, progress)
+                    self.scaler.scale(loss).backward()
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                sums["_n"] = sums.get("_n", 0) + 1
+                progress["step_in_epoch"] += 1
+                bar.advance(len(data["frames"]), loss=float(loss.detach()))
+                if not last_of_group:
+                    continue
+                self._optimiser_step()
+                pending = 0
+                progress["global_step"] += 1
+                self.log.scalars({"train/loss": float(loss.detach()), "train/lr": self.optimizer.param_groups[0]["lr"]},
+                                 progress["global_step"])
+                self._steps_here += 1
+                every = train.checkpoint_every
+                if every > 0 and progress["global_step"] % every == 0 and i < n_micro - 1:
+                    self._save_last(progress)
+                if self.opts.max_steps is not None and self._steps_here >= self.opts.max_steps:
+                    return None
+            progress["clips_per_s"] = bar.rate
+        n = max(sums.pop("_n", 1), 1)
+        means = {k: v / n for k, v in sums.items()}
+        progress["sums"] = {}
+        return means
+
+    def _validate(self) -> Optional[dict]:
+        if not self.dist.is_main:
+            return None
+        loader = self._loader(self.val_set, EpochSampler(len(self.val_set), 0, shuffle=False),
+                              self.cfg.task.train.batch_size)
+        with self.log.progress(len(self.val_set), "  validation") as bar:
+            return evaluate(self.model, loader, self.cfg, self.device, self.autocast, lambda n: bar.advance(n))
+
+    def fit(self) -> dict:
+        state = self._setup()
+        train = self.cfg.task.train
+        self._steps_here = 0
+        keys = ("epoch", "step_in_epoch", "global_step", "best_score", "best_epoch", "since_best", "sums")
+        progress = {k: state[k] for k in keys} if state else {
+            "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_score": None, "best_epoch": None,
+            "since_best": 0, "sums": {}}
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(self.cfg.to_json())
+        try:
+            while progress["epoch"] < train.epochs:
+                epoch, start = progress["epoch"], time.perf_counter()
+                means = self._train_epoch(epoch, progress)
+                if means is None:
+                    return {"stopped": True, "global_step": progress["global_step"]}
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.scheduler.step()
+                val = D.broadcast_object(self._validate(), self.dist)
+                improved = progress["best_score"] is None or val["score"] > progress["best_score"]
+                progress.update(epoch=epoch + 1, step_in_epoch=0)
+                if improved:
+                    progress.update(best_score=val["score"], best_epoch=epoch + 1, since_best=0)
+                    if self.dist.is_main:
+                        save_checkpoint(self.model, self.cfg, self.run_dir / "best",
+                                        {"epoch": epoch + 1, "val": val})
+                else:
+                    progress["since_best"] += 1
+                row = {"epoch": epoch + 1, "lr": lr,
+                       **{f"train_{k}": v for k, v in means.items()}, **{f"val_{k}": v for k, v in val.items()},
+                       "clips_per_s": progress.pop("clips_per_s", 0.0), "seconds": time.perf_counter() - start}
+                self.log.epoch_row(row)
+                self.log.info(f"epoch {epoch + 1}: loss {means.get('total', float('nan')):.4f}  "
+                              f"val score {val['score']:.2f}" + ("  (best)" if improved else ""))
+                self._save_last(progress)
+                if 0 < train.early_stop <= progress["since_best"]:
+                    self.log.info(f"early stop: no improvement for {train.early_stop} epochs")
+                    break
+            return self._finish(progress)
+        finally:
+            self.log.close()
+
+    def _finish(self, progress: dict) -> dict:
+        """Test split once, with the best validation weights; results.json."""
+        results = {"best_epoch": progress["best_epoch"], "best_val_score": progress["best_score"]}
+        if self.dist.is_main:
+            best = self.run_dir / "best"
+            if best.exists():
+                from safetensors.torch import load_file
+
+                self.model.load_state_dict(load_file(str(best / "model.safetensors")), strict=False)
+                results["best_val"] = json.loads((best / "trainer_state.json").read_text()).get("val")
+            if self.opts.eval_test:
+                test_set = build_split(self.cfg, "test", self.opts.data_root, caption_hook(self.cfg, self.opts.captions),
+                                       self.opts.media_cache)
+                loader = self._loader(test_set, EpochSampler(len(test_set), 0, shuffle=False),
+                                      self.cfg.task.train.batch_size)
+                results["test"] = evaluate(self.model, loader, self.cfg, self.device, self.autocast)
+                self.log.info(f"test ({len(test_set)} items): " +
+                              ", ".join(f"{k} {v:.2f}" for k, v in results["test"].items()))
+            (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        D.barrier(self.dist)
+        return results

@@ -1,0 +1,191 @@
+"""`export_bundle`: a PyTorch CAE-AV model -> a deployable bundle directory (bundle contract, decisions D9/D10).
+
+Order of work, all inside `<out>.tmp-<pid>`: the four FP32 graphs, `empty_caption.npy`, `postprocess.json`, the
+pre-flight against TensorRT's operator matrix, the precision variants (`*.fp16.onnx`, `*.int8.onnx`), and
+`manifest.json` last. Then the directory is renamed onto `<out>` (an older bundle there is moved aside first and
+deleted after). An export that fails or is interrupted removes its temporary directory; one that is killed leaves
+`<out>.tmp-<pid>` without a manifest, which no reader takes for a bundle. TensorRT engines (`--engine trt`) are
+built into the finished bundle afterwards, so a missing TensorRT leaves the ONNX bundle intact.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from caeav.errors import ExportError
+from caeav.export.manifest import FORMAT, MANIFEST, graph_entry, sha256_file, write_json_atomic
+
+PRECISIONS = ("fp32", "fp16", "int8")
+TOLERANCES = {"fp32": {"max_abs": 1e-4}, "fp16": {"cosine": 0.999, "agreement": 0.99}, "int8": {"cosine": 0.99}}
+# The encoder holds nearly all the compute; the others stay FP32 in an int8 bundle. (quantize_int8 calibrates one
+# sample of axis 0 at a time, which the head's mixed B / B·T inputs do not allow.)
+INT8_GRAPHS = ("encoder",)
+DEFAULT_BATCH = (1, 2, 8)
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime
+
+    try:
+        import tensorrt  # noqa: F401
+
+        trt = tensorrt.__version__
+    except ImportError:
+        trt = None
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "tensorrt": trt}
+
+
+@torch.no_grad()
+def empty_caption_features(tower, context_length: int) -> np.ndarray:
+    """float32 `[77, D]`: the text tower's features of the empty caption "" (runtime fallback)."""
+    from caeav.model.text_tower import tokenize
+
+    return tower(tokenize("", context_length)).squeeze(0).float().numpy()
+
+
+def postprocess_info(model) -> dict:
+    """What the runtime needs to turn head outputs into events (`postprocess.json`)."""
+    from caeav.export.graphs import head_output_names
+
+    cfg = model.cfg
+    task = cfg.task.name
+    info = {"task": task, "segments": int(cfg.task.segments), "segment_seconds": 1.0,
+            "sample_rate": int(cfg.frontend.sample_rate), "image_size": int(cfg.task.input_size),
+            "outputs": list(head_output_names(model))}
+    if task == "ave":
+        from caeav.data.annotations import load_ave_categories
+
+        info.update(classes=list(load_ave_categories()), background=28,
+                    rule="caeav.model.heads.postprocess.ave_predict: label = argmax(event) where is_event > 0, "
+                         "else 28 (background); MLP head: argmax(segment_logits)")
+    elif task == "avvp":
+        from caeav.data.annotations.llp import LLP_CLASSES
+
+        info.update(classes=list(LLP_CLASSES), threshold=0.5,
+                    rule="caeav.model.heads.postprocess_avvp.avvp_predict")
+    elif task == "avqa":
+        from caeav.data.annotations import load_avqa_vocab
+
+        vocab = load_avqa_vocab()
+        info.update(answers=list(vocab.answers), question_vocab=list(vocab.questions), question_length=14,
+                    rule="caeav.model.heads.postprocess.avqa_predict: argmax(answer)")
+    else:
+        info.update(threshold_logit=0.0, mask_size=int(model.head.mask_size),
+                    rule="caeav.model.heads.postprocess_avs.avs_predict: pixel = logit > 0")
+    return info
+
+
+def _prepare_target(out: Path) -> Path:
+    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise ExportError(f"{out} exists and is not a caeav bundle; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def _commit(tmp: Path, out: Path) -> None:
+    old = out.parent / f"{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _int8_variants(tmp: Path, calib: dict, graphs: dict, log) -> None:
+    try:
+        from caeav.calibration import quantize_int8
+    except ImportError as err:
+        raise ExportError(f"int8 needs caeav.calibration.quantize_int8 ({err})") from err
+    import onnx
+
+    for name in INT8_GRAPHS:
+        log(f"int8: quantising {name}")
+        inputs = [i.name for i in onnx.load(str(tmp / f"{name}.onnx"), load_external_data=False).graph.input]
+        quantize_int8(tmp / f"{name}.onnx", {k: calib[k] for k in inputs}, tmp / f"{name}.int8.onnx")
+        graphs[f"{name}.int8"] = graph_entry(tmp, f"{name}.int8.onnx", "int8")
+
+
+def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] = ("fp32",),
+                  batch: Sequence[int] = DEFAULT_BATCH, calib: Optional[dict] = None, seed: int = 0,
+                  opset: int = 18, log: Callable[[str], None] = lambda s: None) -> Path:
+    """Export `model` (eval mode) and the caption `tower` into the bundle directory `out`; returns its path.
+
+    `precisions`: "fp32" always, plus "fp16" and/or "int8". `batch`: (min, opt, max) of the TensorRT profile, also
+    the batch sizes the parity checks run. `calib`: INT8 calibration inputs `{"frames", "wave", ...}` (numpy); without
+    it the sample inputs are used and the manifest says so. `source`: how to rebuild the model (`caeav.export.source`).
+    """
+    from caeav import __version__
+    from caeav.export.fp16 import convert_fp16
+    from caeav.export.graphs import graph_specs
+    from caeav.export.inputs import sample_inputs
+    from caeav.export.onnx_export import export_graph
+    from caeav.export.preflight import preflight_bundle_graphs
+    from caeav.export.source import text_encoder_id
+
+    unknown = sorted(set(precisions) - set(PRECISIONS))
+    if unknown:
+        raise ExportError(f"unknown precision(s) {unknown}; choose from {', '.join(PRECISIONS)}")
+    lo, opt, hi = (int(b) for b in batch)
+    if not 1 <= lo <= opt <= hi:
+        raise ExportError(f"--batch must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, got {lo}:{opt}:{hi}")
+    cfg = model.cfg
+    model.eval()
+    out = Path(out)
+    tmp = _prepare_target(out)
+    try:
+        st_dim = int(getattr(model.head, "st_dim", 0) or 0) if cfg.task.name == "avvp" else 0
+        feeds = sample_inputs(cfg, max(2, min(opt, 4)), seed, st_dim=st_dim)
+        graphs = {}
+        specs = graph_specs(model, tower, feeds)
+        for spec in specs:
+            log(f"exporting {spec.name}")
+            export_graph(spec, tmp / f"{spec.name}.onnx", int(cfg.task.segments), opset)
+            graphs[spec.name] = graph_entry(tmp, f"{spec.name}.onnx", "fp32")
+        np.save(tmp / "empty_caption.npy", empty_caption_features(tower, cfg.caption.context_length))
+        write_json_atomic(tmp / "postprocess.json", postprocess_info(model))
+        log("pre-flight against the TensorRT ONNX operator matrix")
+        preflight_bundle_graphs(tmp, [g["file"] for g in graphs.values()])
+        if "fp16" in precisions:
+            for spec in specs:
+                log(f"fp16: converting {spec.name}")
+                convert_fp16(tmp / f"{spec.name}.onnx", tmp / f"{spec.name}.fp16.onnx", spec.example)
+                graphs[f"{spec.name}.fp16"] = graph_entry(tmp, f"{spec.name}.fp16.onnx", "fp16")
+        calibration = None
+        if "int8" in precisions:
+            calibration = "clips" if calib is not None else "sample-inputs"
+            _int8_variants(tmp, calib if calib is not None else sample_inputs(cfg, 8, seed + 1, st_dim=st_dim),
+                           graphs, log)
+        variants = [g["file"] for g in graphs.values() if g["precision"] != "fp32"]
+        if variants:
+            preflight_bundle_graphs(tmp, variants)
+        files = {name: {"file": name, "sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+                 for name in ("empty_caption.npy", "postprocess.json")}
+        manifest = {
+            "format": FORMAT, "caeav_version": __version__, "task": cfg.task.name, "config": cfg.to_dict(),
+            "source": source, "segments": int(cfg.task.segments), "image_size": int(cfg.task.input_size),
+            "sample_rate": int(cfg.frontend.sample_rate), "text_dim": int(cfg.caption.text_dim),
+            "context_length": int(cfg.caption.context_length), "text_encoder_id": text_encoder_id(tower, cfg),
+            "opset": opset, "precisions": ["fp32"] + [p for p in PRECISIONS[1:] if p in precisions],
+            "batch": {"min": lo, "opt": opt, "max": hi}, "graphs": graphs, "engines": {}, "files": files,
+            "calibration": calibration, "tolerances": TOLERANCES, "parity": {}, "versions": _versions(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json_atomic(tmp / MANIFEST, manifest)  # last: a directory without it is not a bundle
+        _commit(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

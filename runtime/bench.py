@@ -1,0 +1,242 @@
+"""`caeav bench` / benchmarks/bench.py: engines side by side on one bundle, in one process, on the same inputs.
+
+    result = run_bench("bundle/", engines=["torch", "ort"], batches=[1, 2], precisions=["fp32", "fp16", "int8"])
+    print_bench(result)
+
+For every (engine, precision, batch): the model is loaded, run `warmup` times (not timed), then `repeats` times.
+Latency per clip = time of one call / batch (p50, p95 over the repeats); clips/s = batch / median call time; peak
+memory = the process's peak resident set while that configuration ran (VmHWM after resetting it through
+/proc/self/clear_refs; on systems without it, the lifetime peak); speed-up = PyTorch FP32 eager clips/s at the same
+batch, measured in the same run, divided into this row's clips/s; parity = max |Δ| of the head outputs against that
+PyTorch run and the share of per-second labels that agree. Preprocessing (decode of the clip + caption features) is
+timed separately. PyTorch is imported only for the torch engine; without torch or a checkpoint its rows say why.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from caeav.errors import CaeavError
+
+from .bundle import Bundle
+from .engine import load_model
+
+
+@dataclass
+class BenchRow:
+    engine: str
+    precision: str
+    batch: int
+    status: str = "ok"
+    p50_ms: Optional[float] = None
+    p95_ms: Optional[float] = None
+    clips_per_s: Optional[float] = None
+    peak_mem_mb: Optional[float] = None
+    speedup: Optional[float] = None
+    max_abs_diff: Optional[float] = None
+    label_agreement: Optional[float] = None
+    detail: str = ""
+
+
+@dataclass
+class BenchResult:
+    bundle: str
+    task: str
+    clip: str
+    machine: str
+    preprocess_ms: dict
+    rows: list = field(default_factory=list)
+    date: str = ""
+
+    def to_dict(self) -> dict:
+        return {**{k: v for k, v in asdict(self).items() if k != "rows"}, "rows": [asdict(r) for r in self.rows]}
+
+
+def _reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def _peak_mb() -> Optional[float]:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    except (ImportError, OSError):
+        return None
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} CPU(s), {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def synthetic_clip(folder: Path, seconds: int) -> Path:
+    """A small clip (moving colour blocks, a tone) when no clip is given and no bundled sample exists."""
+    from caeav.media.write import write_video
+
+    fps, sr = 8, 32000
+    frames = []
+    for i in range(seconds * fps):
+        img = np.zeros((96, 96, 3), np.uint8)
+        x = (i * 5) % 72
+        img[30:54, x:x + 24] = (220, 60 + (i * 7) % 180, 40)
+        frames.append(img)
+    t = np.arange(seconds * sr) / sr
+    audio = (0.3 * np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 0.3 * t) > 0)).astype(np.float32)[None]
+    path = folder / "bench-clip.mp4"
+    write_video(path, frames, fps=fps, audio=audio)
+    return path
+
+
+def prepare_inputs(bundle: Bundle, clip: Path, repeats: int = 3) -> tuple[dict, dict]:
+    """Model inputs for one clip and the preprocessing time (median ms of `repeats` decodes; caption lookup)."""
+    from caeav.media import decode_clip
+
+    from .captions import CaptionSource
+
+    decode_ms, media = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        media = decode_clip(clip, segments=bundle.segments, size=bundle.image_size, sampling=bundle.sampling)
+        decode_ms.append(1000 * (time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    vis, aud, _ = CaptionSource(bundle, None).features(clip)
+    caption_ms = 1000 * (time.perf_counter() - t0)
+    inputs = {"frames": media.frames[None], "wave": media.audio[None], "vis": vis[None], "aud": aud[None]}
+    return inputs, {"decode_ms": round(statistics.median(decode_ms), 2), "captions_ms": round(caption_ms, 2)}
+
+
+def _labels(task: str, outputs: dict) -> np.ndarray:
+    if task == "ave":
+        from caeav.model.heads.postprocess import ave_predict
+
+        return ave_predict(outputs)
+    from caeav.model.heads.postprocess_avvp import avvp_predict_outputs
+
+    return np.stack([v for k, v in sorted(avvp_predict_outputs(outputs).items()) if k != "video"])
+
+
+def _measure(model, inputs: dict, batch: int, warmup: int, repeats: int) -> tuple[list, dict]:
+    tiled = {k: np.repeat(v, batch, axis=0) for k, v in inputs.items()}
+    args = (tiled["frames"], tiled["wave"], tiled["vis"], tiled["aud"])
+    out = None
+    for _ in range(warmup):
+        out = model.run(*args)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = model.run(*args)
+        times.append(time.perf_counter() - t0)
+    return times, {k: v[:1] for k, v in out.items()}
+
+
+def run_bench(bundle_path, engines: Sequence[str] = ("torch", "ort"), batches: Sequence[int] = (1,),
+              precisions: Sequence[str] = ("fp32",), repeats: int = 10, warmup: int = 2, clip=None,
+              checkpoint=None, threads: Optional[int] = None, progress=None) -> BenchResult:
+    """Measure every (engine, precision, batch) (module docstring); PyTorch FP32 runs first as the reference."""
+    bundle = Bundle.load(bundle_path)
+    if repeats < 1 or warmup < 0 or not batches or min(batches) < 1:
+        raise CaeavError("bench needs repeats >= 1, warmup >= 0 and batch sizes >= 1")
+    with tempfile.TemporaryDirectory(prefix="caeav-bench-") as tmp:
+        if clip is None:
+            from .bundle import DEFAULT_SAMPLE
+
+            clip = DEFAULT_SAMPLE if DEFAULT_SAMPLE.is_file() else synthetic_clip(Path(tmp), bundle.segments)
+        inputs, pre = prepare_inputs(bundle, Path(clip))
+    result = BenchResult(str(bundle.path), bundle.task, Path(clip).name, machine_description(), pre,
+                         date=time.strftime("%Y-%m-%d"))
+    reference: dict = {}
+    for engine in ["torch"] + [e for e in dict.fromkeys(engines) if e != "torch"]:  # the reference runs first
+        for precision in ["fp32"] if engine == "torch" else list(dict.fromkeys(precisions)):
+            gc.collect()
+            _reset_peak()
+            try:
+                model = load_model(bundle, engine, precision, checkpoint=checkpoint, threads=threads)
+            except (CaeavError, ModuleNotFoundError) as exc:
+                reason = "skipped: " + " ".join(str(exc).split())[:160]
+                result.rows += [BenchRow(engine, precision, b, status=reason) for b in batches]
+                continue
+            for batch in batches:
+                if progress:
+                    progress(f"{engine} {precision} batch {batch}")
+                result.rows.append(_row(model, engine, precision, batch, inputs, warmup, repeats, reference))
+                _reset_peak()
+            del model
+    return result
+
+
+def _row(model, engine: str, precision: str, batch: int, inputs: dict, warmup: int, repeats: int,
+         reference: dict) -> BenchRow:
+    row = BenchRow(engine, precision, batch, detail=model.describe())
+    times, out = _measure(model, inputs, batch, warmup, repeats)
+    row.peak_mem_mb = _peak_mb()
+    per_clip = sorted(1000 * t / batch for t in times)
+    row.p50_ms = round(statistics.median(per_clip), 2)
+    row.p95_ms = round(float(np.percentile(per_clip, 95)), 2)
+    row.clips_per_s = round(batch / statistics.median(times), 2)
+    if engine == "torch":
+        reference[batch] = (row.clips_per_s, out)
+    if batch in reference:
+        ref_speed, ref_out = reference[batch]
+        row.speedup = round(row.clips_per_s / ref_speed, 2)
+        row.max_abs_diff = float(max(np.abs(out[k] - ref_out[k]).max() for k in ref_out if k in out))
+        row.label_agreement = float((_labels(model.bundle.task, out) == _labels(model.bundle.task, ref_out)).mean())
+    return row
+
+
+def print_bench(result: BenchResult, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=None if sys.stdout.isatty() else 140)
+    table = Table(title=f"caeav bench: {Path(result.bundle).name} ({result.task}), clip {result.clip}, "
+                        f"{result.date}", title_justify="left")
+    for col in ("engine", "precision", "batch", "p50 ms", "p95 ms", "clips/s", "peak MB", "speed-up", "max |Δ|",
+                "agree"):
+        table.add_column(col, justify="left" if col in ("engine", "precision") else "right")
+
+    def fmt(x, spec):
+        return "-" if x is None else format(x, spec)
+
+    for r in result.rows:
+        if r.status != "ok":
+            table.add_row(r.engine, r.precision, str(r.batch), f"[dim]{r.status}[/dim]", *[""] * 6)
+            continue
+        table.add_row(r.engine, r.precision, str(r.batch), fmt(r.p50_ms, ".1f"), fmt(r.p95_ms, ".1f"),
+                      fmt(r.clips_per_s, ".2f"), fmt(r.peak_mem_mb, ".0f"),
+                      "-" if r.speedup is None else f"{r.speedup:.2f}x", fmt(r.max_abs_diff, ".2e"),
+                      "-" if r.label_agreement is None else f"{100 * r.label_agreement:.0f} %")
+    console.print(table)
+    console.print("latency per clip; speed-up and parity (max |Δ| of the head outputs, share of per-second labels "
+                  "that agree) against PyTorch FP32 eager at the same batch, measured in this run", style="dim")
+    pre = result.preprocess_ms
+    console.print(f"preprocessing per clip (not in the latencies above): decode {pre['decode_ms']:.1f} ms, "
+                  f"captions {pre['captions_ms']:.1f} ms; machine: {result.machine}", style="dim")

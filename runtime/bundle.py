@@ -1,0 +1,237 @@
+"""Reading an export bundle (the bundle contract; decisions D9) without torch.
+
+    bundle = Bundle.load("bundle/", task="ave")      # BundleError (one line) for a bad manifest or the wrong task
+    spec = bundle.graph("encoder", "fp16")           # GraphSpec; falls back to fp32 for a graph without that variant
+    path = bundle.verified(spec.file, spec.sha256)   # sha256 checked once per file -> BundleError on mismatch
+    bundle.empty_caption()                           # float32 [77, text_dim]
+    bundle.postprocess                               # postprocess.json (class names, thresholds, ...)
+
+Every file the runtime opens goes through `verified`, so a truncated or tampered graph, engine or caption array is a
+clear error before onnxruntime/TensorRT sees it. Graph keys in the manifest are `<name>` (fp32) or
+`<name>.<precision>`; engines are keyed `<name>.<precision>` (see `caeav.runtime.compat` for their compatibility).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+import caeav
+from caeav.errors import BundleError
+
+FORMAT = 1
+GRAPHS = ("caption_projector", "encoder", "head")  # the chain the runtime runs (text_encoder is optional)
+PRECISIONS = ("fp32", "fp16", "int8")
+KNOWN_TASKS = ("ave", "avvp", "avqa", "avs_s4", "avs_ms3")
+RUNTIME_TASKS = ("ave", "avvp")  # tasks `caeav infer` turns into events
+DEFAULT_DIR = Path(caeav.__file__).resolve().parent / "assets" / "default"  # the bundled default model and clip
+DEFAULT_BUNDLE, DEFAULT_SAMPLE = DEFAULT_DIR / "bundle", DEFAULT_DIR / "sample.mp4"
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One ONNX graph of the bundle, as the manifest describes it."""
+
+    name: str  # base name: encoder, head, ...
+    key: str  # manifest key: encoder, encoder.fp16, ...
+    file: str
+    precision: str
+    sha256: str
+    inputs: tuple = ()
+    outputs: tuple = ()
+    data_files: tuple = ()  # (file, sha256) of external weight files next to the graph
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i["name"] for i in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o["name"] for o in self.outputs]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """A prebuilt TensorRT engine of one graph at one precision."""
+
+    key: str  # <graph>.<precision>
+    file: str
+    sha256: str
+    compute_capability: str
+    tensorrt: str
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict
+    postprocess: dict = field(default_factory=dict)
+    _verified: set = field(default_factory=set)
+
+    # ---------------------------------------------------------------------------------------------- loading
+
+    @classmethod
+    def load(cls, path: PathLike, task: Optional[str] = None) -> "Bundle":
+        """Read `path/manifest.json`; BundleError for a missing/invalid bundle or one made for another task."""
+        root = Path(path)
+        if not root.is_dir():
+            raise BundleError(f"{root}: no such bundle directory")
+        mpath = root / "manifest.json"
+        if not mpath.is_file():
+            raise BundleError(f"{root}: not an export bundle (no manifest.json; is the export incomplete?)")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{mpath}: unreadable manifest ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            got = manifest.get("format") if isinstance(manifest, dict) else None
+            raise BundleError(f"{mpath}: bundle format {got!r} is not supported (this caeav reads format {FORMAT})")
+        for key in ("task", "graphs", "segments", "image_size"):
+            if key not in manifest:
+                raise BundleError(f"{mpath}: manifest has no {key!r} entry")
+        bundle = cls(root, manifest)
+        bundle.check_task(task)
+        bundle.postprocess = bundle._read_postprocess()
+        return bundle
+
+    def check_task(self, task: Optional[str]) -> None:
+        mine = self.task
+        if task is not None and task != mine:
+            raise BundleError(f"{self.path}: this bundle was exported for task {mine!r}, not {task!r}")
+        if mine not in RUNTIME_TASKS:
+            raise BundleError(f"{self.path}: task {mine!r} is not supported by `caeav infer` "
+                              f"(supported: {', '.join(RUNTIME_TASKS)})")
+
+    def _read_postprocess(self) -> dict:
+        p = self.path / "postprocess.json"
+        if not p.is_file():
+            return {}
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{p}: unreadable ({exc})") from None
+        sha = (self.manifest.get("files") or {}).get("postprocess.json", {}).get("sha256")
+        if sha:
+            self.verified("postprocess.json", sha)
+        return data if isinstance(data, dict) else {}
+
+    # ---------------------------------------------------------------------------------------------- fields
+
+    @property
+    def task(self) -> str:
+        return str(self.manifest["task"])
+
+    @property
+    def segments(self) -> int:
+        return int(self.manifest["segments"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.manifest["image_size"])
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.manifest.get("sample_rate", 32000))
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.manifest.get("text_dim") or self.manifest.get("config", {}).get("caption", {}).get("text_dim"))
+
+    @property
+    def context_length(self) -> int:
+        return int(self.manifest.get("context_length", 77))
+
+    @property
+    def max_batch(self) -> int:
+        return int((self.manifest.get("batch") or {}).get("max", 8))
+
+    @property
+    def precisions(self) -> list[str]:
+        found = {g.get("precision", "fp32") for g in self.manifest["graphs"].values()}
+        return [p for p in PRECISIONS if p in found]
+
+    @property
+    def sampling(self) -> str:
+        """Frame sampling rule (postprocess.json, else the task's rule from caeav.media)."""
+        from caeav.media import sampling_for_task
+
+        return str(self.postprocess.get("sampling") or sampling_for_task(self.task))
+
+    def class_names(self, count: int) -> list[str]:
+        names = self.postprocess.get("class_names") or self.postprocess.get("classes") or []
+        names = [str(n) for n in names][:count]
+        return names + [f"class {i}" for i in range(len(names), count)]
+
+    # ---------------------------------------------------------------------------------------------- files
+
+    def verified(self, rel: str, sha256: Optional[str]) -> Path:
+        """Path of bundle file `rel` after checking its sha256 (once per process); BundleError if it fails."""
+        path = self.path / rel
+        if rel in self._verified:
+            return path
+        if not path.is_file():
+            raise BundleError(f"{self.path}: {rel} is missing from the bundle")
+        if not sha256:
+            raise BundleError(f"{self.path}: the manifest has no sha256 for {rel}")
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise BundleError(f"{self.path}: {rel} fails its checksum (sha256 {actual[:12]}..., manifest says "
+                              f"{sha256[:12]}...); the bundle is corrupt or was modified: re-export it")
+        self._verified.add(rel)
+        return path
+
+    def graph(self, name: str, precision: str = "fp32") -> GraphSpec:
+        """The manifest entry of graph `name` at `precision` (fp32 when that graph has no such variant)."""
+        graphs = self.manifest["graphs"]
+        for p in dict.fromkeys((precision, "fp32")):
+            for key in (f"{name}.{p}", name):
+                entry = graphs.get(key)
+                if isinstance(entry, dict) and entry.get("precision", "fp32") == p:
+                    data = tuple((d["file"], d.get("sha256")) for d in entry.get("external_data", []) or [])
+                    return GraphSpec(name, key, entry["file"], p, entry.get("sha256", ""),
+                                     tuple(entry.get("inputs", ())), tuple(entry.get("outputs", ())), data)
+        raise BundleError(f"{self.path}: the bundle has no {name!r} graph (precisions: {', '.join(self.precisions)})")
+
+    def graph_path(self, spec: GraphSpec) -> Path:
+        for rel, sha in spec.data_files:
+            self.verified(rel, sha)
+        return self.verified(spec.file, spec.sha256)
+
+    def engine(self, name: str, precision: str) -> Optional[EngineSpec]:
+        entry = (self.manifest.get("engines") or {}).get(f"{name}.{precision}")
+        if not isinstance(entry, dict):
+            return None
+        return EngineSpec(f"{name}.{precision}", entry.get("file", ""), entry.get("sha256", ""),
+                          str(entry.get("compute_capability", "?")), str(entry.get("tensorrt", "?")))
+
+    def empty_caption(self) -> np.ndarray:
+        """float32 [context_length, text_dim]: text-encoder features of the empty caption."""
+        sha = (self.manifest.get("files") or {}).get("empty_caption.npy", {}).get("sha256")
+        path = self.verified("empty_caption.npy", sha) if sha else self.path / "empty_caption.npy"
+        if not path.is_file():
+            raise BundleError(f"{self.path}: empty_caption.npy is missing from the bundle")
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{path}: unreadable ({exc})") from None
+        if arr.ndim != 2 or arr.shape[1] != self.text_dim:
+            raise BundleError(f"{path}: expected [L, {self.text_dim}] caption features, got {list(arr.shape)}")
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+    def describe(self) -> str:
+        return f"{self.path} ({self.task}, T={self.segments}, {self.image_size}px, {'/'.join(self.precisions)})"

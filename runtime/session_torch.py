@@ -1,0 +1,92 @@
+"""`--engine torch`: the PyTorch model behind the same graph interface, for comparison and benchmarks.
+
+This is the only runtime module that imports torch, and only when `torch_graphs` is called (the `train` extra must be
+installed). The weights come from a caeav checkpoint (decisions D9) passed explicitly, else the bundle's
+`checkpoint/` folder, else the manifest's `source` (the checkpoint it was exported from, or the seeded random
+weights of `caeav export --random-weights`), rebuilt by `caeav.export.source.rebuild`. The three callables mirror the
+bundle's graphs (same input and output names), so the pipeline cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Optional
+
+import numpy as np
+
+from caeav.errors import BundleError
+
+
+def reference_model(bundle, checkpoint: Optional[os.PathLike] = None):
+    """(PyTorch model in eval mode, its ModelConfig) with the bundle's weights (module docstring)."""
+    from caeav.model.checkpoint import load_checkpoint
+
+    if checkpoint is not None:
+        return load_checkpoint(checkpoint, device="cpu")
+    if (bundle.path / "checkpoint").is_dir():
+        return load_checkpoint(bundle.path / "checkpoint", device="cpu")
+    source = bundle.manifest.get("source")
+    if isinstance(source, dict) and source.get("kind") in ("checkpoint", "random"):
+        from caeav.export.source import rebuild
+
+        return rebuild(source, bundle.manifest.get("config"))
+    raise BundleError(f"{bundle.path}: the torch engine needs the model weights and the manifest does not say where "
+                      "they came from: pass --checkpoint DIR (a caeav checkpoint)")
+
+
+class TorchGraph:
+    """A piece of the PyTorch model called like a bundle graph: numpy dict in, numpy dict out."""
+
+    kind = "torch"
+
+    def __init__(self, name: str, fn, input_names, output_names, torch_module):
+        self.name, self.fn = name, fn
+        self.input_names, self.output_names = list(input_names), list(output_names)
+        self.torch = torch_module
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self.torch
+        with torch.inference_mode():
+            args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
+            outs = self.fn(*args)
+        return {n: outs[n].float().numpy() for n in self.output_names}
+
+    def describe(self) -> str:
+        return f"PyTorch {self.torch.__version__} eager {self.name}"
+
+
+def torch_graphs(bundle, checkpoint: Optional[os.PathLike] = None, threads: Optional[int] = None) -> dict:
+    """{"caption_projector", "encoder", "head": TorchGraph} built from a checkpoint (module docstring)."""
+    import torch  # lazily: the runtime never imports torch unless this engine is asked for
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    model, cfg = reference_model(bundle, checkpoint)
+    model.eval()
+    if cfg.task.name != bundle.task:
+        raise BundleError(f"the checkpoint is for task {cfg.task.name!r}, the bundle for {bundle.task!r}")
+    T = model.segments
+
+    def projector(vis, aud):
+        v_cap, a_cap = model.caption_projector(vis, aud)
+        return {"v_cap": v_cap, "a_cap": a_cap}
+
+    def encoder(frames, wave):
+        enc = model.encoder(frames, wave)
+        return {"v": enc.v, "a": enc.a}
+
+    def head(v, a, v_cap, a_cap):
+        v, a, _ = model.case(v, a, v_cap, a_cap, T)
+        v = model.encoder.visual_norm(v)
+        f_v = v.mean(dim=1).unflatten(0, (-1, T))
+        f_a = a.mean(dim=1).unflatten(0, (-1, T))
+        return model._head(v, f_v, f_a, None, {})
+
+    head_outputs = [o["name"] for o in bundle.graph("head").outputs] or list(
+        getattr(model.head, "export_outputs", None) or getattr(model.head, "output_names", ()))
+    return {
+        "caption_projector": TorchGraph("caption_projector", projector, ["vis_caption", "aud_caption"],
+                                        ["v_cap", "a_cap"], torch),
+        "encoder": TorchGraph("encoder", encoder, ["frames", "wave"], ["v", "a"], torch),
+        "head": TorchGraph("head", head, ["v", "a", "v_cap", "a_cap"], head_outputs, torch),
+    }

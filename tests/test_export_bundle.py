@@ -1,0 +1,116 @@
+"""`caeav export` + `caeav parity` on the tiny preset for every task (CPU onnxruntime), and the bundle's guarantees:
+manifest checksums, the TensorRT pre-flight on every graph, atomic writing, parity failing above the tolerances.
+
+Each task is exported once (module-scoped) through the CLI; AVE also gets the FP16 graphs."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from caeav.cli.main import main
+from caeav.errors import BundleError
+from caeav.export.graphs import GRAPH_ORDER
+from caeav.export.manifest import read_manifest, verify_bundle
+from caeav.export.preflight import check_graph
+
+TASKS = ("ave", "avs_s4")  # every per-commit run
+SLOW_TASKS = ("avvp", "avqa", "avs_ms3")  # the same check, `slow` (CI still runs them)
+BATCH = "1:2:3"
+HEAD_OUTPUTS = {"ave": ["is_event", "event", "av_score"], "avqa": ["answer"], "avs_s4": ["masks"],
+                "avs_ms3": ["masks"],
+                "avvp": ["global_prob", "a_prob", "v_prob", "a_frame_prob", "v_frame_prob"]}
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles")
+    made = {}
+
+    def get(task):
+        if task not in made:
+            out = root / task
+            precision = "fp16" if task == "ave" else "fp32"
+            code = main(["export", "--config", "tiny", "--random-weights", "--task", task, "--precision", precision,
+                         "--batch", BATCH, "--out", str(out)])
+            assert code == 0
+            assert main(["parity", str(out)]) == 0
+            made[task] = out
+        return made[task]
+
+    return get
+
+
+@pytest.mark.parametrize("task", TASKS + tuple(pytest.param(t, marks=pytest.mark.slow) for t in SLOW_TASKS))
+def test_fp32_export_and_parity(bundles, task):
+    bundle = bundles(task)
+    manifest = verify_bundle(bundle)  # every listed file present with its sha256
+    assert manifest["task"] == task and manifest["opset"] == 18
+    assert manifest["batch"] == {"min": 1, "opt": 2, "max": 3}
+    for name in GRAPH_ORDER:
+        entry = manifest["graphs"][name]
+        assert entry["file"] == f"{name}.onnx" and entry["precision"] == "fp32"
+        assert check_graph(bundle / entry["file"]) == []  # TensorRT pre-flight
+        assert onnx.load(str(bundle / entry["file"]), load_external_data=False).opset_import[0].version == 18
+    enc = manifest["graphs"]["encoder"]
+    assert [i["name"] for i in enc["inputs"]] == ["frames", "wave"]
+    assert enc["inputs"][0]["shape"][0] == "batch" and enc["outputs"][0]["shape"][0] == "batch_t"
+    head = manifest["graphs"]["head"]
+    assert [o["name"] for o in head["outputs"]] == HEAD_OUTPUTS[task]
+    assert [i["name"] for i in head["inputs"]][:4] == ["v", "a", "v_cap", "a_cap"]
+    empty = np.load(bundle / "empty_caption.npy")
+    assert empty.shape == (77, manifest["text_dim"]) and empty.dtype == np.float32
+    assert json.loads((bundle / "postprocess.json").read_text())["task"] == task
+
+    parity = manifest["parity"]
+    assert parity["passed"] and parity["batches"] == [1, 2, 3]
+    fp32 = parity["precisions"]["fp32"]
+    assert fp32["passed"], fp32["failures"]
+    assert max(o["max_abs"] for o in fp32["end_to_end"]["outputs"].values()) <= 1e-4
+    assert fp32["end_to_end"]["identical"]
+    assert all(g["polygraphy_pass"] for g in fp32["graphs"].values())
+
+
+def test_fp16_graphs(bundles):
+    bundle = bundles("ave")
+    manifest = read_manifest(bundle)
+    fp16 = manifest["parity"]["precisions"]["fp16"]
+    assert fp16["passed"], fp16["failures"]
+    enc = fp16["graphs"]["encoder"]
+    assert min(enc["v"]["cosine"], enc["a"]["cosine"]) >= 0.999
+    assert fp16["end_to_end"]["agreement"] >= 0.99
+    for name in GRAPH_ORDER:
+        entry = manifest["graphs"][f"{name}.fp16"]
+        assert [i["dtype"] for i in entry["inputs"]] == [i["dtype"] for i in manifest["graphs"][name]["inputs"]]
+        assert all(o["dtype"] == "float32" for o in entry["outputs"])
+        assert check_graph(bundle / entry["file"]) == []
+    # mixed precision: FP16 weights, LayerNorm / ReduceL2 / Softmax kept in FP32
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(bundle / "encoder.fp16.onnx")))
+    types = {v.name: v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.input)}
+    types.update({i.name: i.data_type for i in model.graph.initializer})
+    kept = [n for n in model.graph.node if n.op_type in ("LayerNormalization", "ReduceL2", "Softmax")]
+    assert kept and all(types.get(n.input[0]) == onnx.TensorProto.FLOAT for n in kept)
+    assert any(t == onnx.TensorProto.FLOAT16 for t in types.values())
+
+
+def test_parity_fails_above_tolerance(bundles, tmp_path):
+    bundle = tmp_path / "strict"
+    shutil.copytree(bundles("avqa"), bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["tolerances"]["fp32"]["max_abs"] = 0.0
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["parity", str(bundle)]) != 0
+    assert read_manifest(bundle)["parity"]["passed"] is False
+
+
+def test_altered_file_is_detected(bundles, tmp_path):
+    bundle = tmp_path / "altered"
+    shutil.copytree(bundles("avqa"), bundle)
+    with open(bundle / "head.onnx", "r+b") as f:
+        f.seek(-8, 2)
+        f.write(b"\x00" * 8)
+    with pytest.raises(BundleError, match="head.onnx"):
+        verify_bundle(bundle)
+    assert main(["parity", str(bundle)]) != 0

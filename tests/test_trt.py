@@ -316,3 +316,19 @@ def test_real_tensorrt_build(tmp_path):
             (tmp_path / entry["file"]).read_bytes())
         assert engine is not None and engine.get_tensor_profile_shape("frames", 0)[2] == (4, T, 3, 8, 8)
     assert (tmp_path / "timing.cache").stat().st_size > 0
+
+
+def test_engines_command_without_tensorrt_leaves_the_bundle(capsys):
+    """`caeav engines BUNDLE` (the on-device build): one line, non-zero, bundle untouched, where TensorRT is absent."""
+    import importlib.util
+
+    from caeav.cli.main import main
+    from caeav.runtime.bundle import DEFAULT_BUNDLE
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: the engine build itself is tested above")
+    before = sorted((p.name, p.stat().st_size) for p in DEFAULT_BUNDLE.iterdir())
+    assert main(["engines", str(DEFAULT_BUNDLE)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "TensorRT is not installed" in err
+    assert sorted((p.name, p.stat().st_size) for p in DEFAULT_BUNDLE.iterdir()) == before

@@ -45,7 +45,8 @@ def export(
     random_weights: bool = typer.Option(False, "--random-weights", help="seeded random weights (tests, demos)"),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="ave, avvp, avqa, avs_s4 (avs), avs_ms3"),
     engine: str = typer.Option("onnx", "--engine", help="onnx, or trt (also build TensorRT engines)"),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or int8 (fp32 graphs are always kept)"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16, int8 or a comma list such as fp16,int8 "
+                                  "(fp32 graphs are always kept)"),
     calib: Optional[Path] = typer.Option(None, "--calib", help="int8: folder of videos or a dataset root"),
     batch: str = typer.Option("1:2:8", "--batch", help="MIN:OPT:MAX batch sizes (TensorRT profile, parity)"),
     seed: int = typer.Option(0, "--seed", help="seed of --random-weights and of the example inputs"),
@@ -54,8 +55,9 @@ def export(
     """Export a model into a deployable bundle: ONNX graphs (+ FP16 / INT8 variants, TensorRT engines)."""
     if engine not in ("onnx", "trt"):
         raise ExportError(f"--engine must be onnx or trt, got {engine!r}")
-    if precision not in ("fp32", "fp16", "int8"):
-        raise ExportError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
+    wanted = [p.strip() for p in precision.split(",") if p.strip()]
+    if not wanted or any(p not in ("fp32", "fp16", "int8") for p in wanted):
+        raise ExportError(f"--precision must be fp32, fp16, int8 or a comma list of them, got {precision!r}")
     if (checkpoint is None) == (not random_weights):
         raise ExportError("give either --checkpoint DIR or --config PRESET --random-weights")
     lo, opt, hi = parse_batch(batch)
@@ -76,15 +78,37 @@ def export(
         origin = src.random_source(cfg, seed, overrides)
         tower = src.text_tower(cfg, load_weights=False)
     calib_inputs = None
-    if precision == "int8" and calib is not None:
+    if "int8" in wanted and calib is not None:
         from caeav.calibration import build_calib_inputs
 
         calib_inputs = build_calib_inputs(calib, cfg.task.name, segments=cfg.task.segments,
                                           size=cfg.task.input_size, max_clips=32)
-    precisions = ("fp32",) if precision == "fp32" else ("fp32", precision)
+    precisions = ("fp32",) + tuple(p for p in ("fp16", "int8") if p in wanted)
     path = export_bundle(model, tower, out, source=origin, precisions=precisions, batch=(lo, opt, hi),
                          calib=calib_inputs, seed=seed, log=lambda s: typer.echo(f"  {s}", err=True))
     typer.echo(f"bundle written: {path}")
     if engine == "trt":
-        _engines(path, precision, (lo, opt, hi))
+        for p in wanted:
+            _engines(path, p, (lo, opt, hi))
         typer.echo(f"TensorRT engines built into {path}")
+
+
+def engines(
+    bundle: Path = typer.Argument(..., help="an export bundle (ONNX graphs)"),
+    precision: str = typer.Option("fp16", "--precision", help="fp32, fp16 or int8 (from the bundle's graphs)"),
+    batch: Optional[str] = typer.Option(None, "--batch", help="MIN:OPT:MAX (default: the bundle's batch range)"),
+) -> None:
+    """Build TensorRT engines for THIS GPU and TensorRT into an existing bundle (no PyTorch needed: run it on the
+    Jetson or workstation that will serve the bundle)."""
+    from caeav.export.manifest import verify_bundle
+
+    manifest = verify_bundle(bundle)
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ExportError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
+    if batch is None:
+        b = manifest.get("batch", {})
+        span = (int(b.get("min", 1)), int(b.get("opt", 1)), int(b.get("max", 1)))
+    else:
+        span = parse_batch(batch)
+    _engines(bundle, precision, span)
+    typer.echo(f"TensorRT engines built into {bundle}")

@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Mapping, Optional
@@ -54,10 +55,19 @@ def _modelopt(src: Path, feeds: Optional[Mapping[str, np.ndarray]], exclude_node
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
     with tempfile.TemporaryDirectory() as tmp:
+        # Model Optimizer may rewrite the graph it is given (shape inference saved in place): hand it a copy so the
+        # FP32 graph keeps the bytes (and sha256) the manifest records
+        work = Path(tmp) / src.name
+        shutil.copy2(src, work)
+        for data in src.parent.glob(src.name + ".data"):
+            shutil.copy2(data, Path(tmp) / data.name)
+        src = work
         calib = None
         if feeds:  # a folder of .npz files is read as whole batches (one .npz is split along axis 0, which breaks
-            calib = tmp  # graphs whose inputs have different leading dims, like the head's B and B·T)
-            np.savez(os.path.join(tmp, "batch0.npz"), **{k: np.asarray(v) for k, v in feeds.items()})
+            # graphs whose inputs have different leading dims, like the head's B and B·T)
+            calib = os.path.join(tmp, "calib")
+            os.mkdir(calib)
+            np.savez(os.path.join(calib, "batch0.npz"), **{k: np.asarray(v) for k, v in feeds.items()})
         loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("modelopt")]
         levels = [lg.level for lg in loggers]
         for lg in loggers:

@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from caeav.atomic import replace_dir
 from caeav.errors import ExportError
 from caeav.export.manifest import FORMAT, MANIFEST, graph_entry, sha256_file, write_json_atomic
 
@@ -96,12 +97,7 @@ def _prepare_target(out: Path) -> Path:
 
 
 def _commit(tmp: Path, out: Path) -> None:
-    old = out.parent / f"{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old.exists():
-        shutil.rmtree(old)
+    replace_dir(tmp, out)
 
 
 def _int8_variants(tmp: Path, calib: dict, graphs: dict, log) -> None:

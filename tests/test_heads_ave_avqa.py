@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import sys
-from importlib import resources
 
 import numpy as np
 import pytest
@@ -348,23 +346,11 @@ def test_postprocess_imports_no_torch():
 
 
 def _check_tensorrt_ops(graph, onnx):
-    """Every op is in TensorRT's ONNX table and meets its constant-input / attribute restrictions."""
-    table = json.loads(resources.files("caeav").joinpath("assets/reference/tensorrt-onnx-ops.json").read_text())
-    ops = table["operators"]
-    used = {n.op_type for n in graph.graph.node}
-    assert all(ops.get(op, {}).get("supported") for op in used), used - {k for k, v in ops.items() if v["supported"]}
-    consts = {i.name for i in graph.graph.initializer} | {n.output[0] for n in graph.graph.node if n.op_type == "Constant"}
-    axes_input = {"Slice": 3, "ReduceMax": 1, "ReduceMean": 1, "ReduceL2": 1, "Squeeze": 1, "Unsqueeze": 1}
-    for node in graph.graph.node:
-        i = axes_input.get(node.op_type)
-        if i is not None and len(node.input) > i and node.input[i]:
-            assert node.input[i] in consts, (node.op_type, node.name)
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "LSTM":  # TensorRT: layout 0, input_forget 0, same activations both directions
-            assert attrs.get("layout", 0) == 0 and attrs.get("input_forget", 0) == 0 and "activations" not in attrs
-        if node.op_type == "TopK":
-            assert node.input[1] in consts and attrs.get("sorted", 1) == 1
-    return used
+    """The export pre-flight (TensorRT's ONNX operator table and its restrictions) finds nothing; returns the ops."""
+    from caeav.export.preflight import check_model
+
+    assert check_model(graph, "head") == []
+    return {n.op_type for n in graph.graph.node}
 
 
 def test_onnx_export_ave_head_runs_in_onnxruntime_at_batch_1_and_2(tmp_path):

@@ -29,6 +29,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from caeav.atomic import replace_dir
 from caeav.config import ModelConfig
 from caeav.errors import WeightsError
 
@@ -144,13 +145,7 @@ def save_checkpoint(model: nn.Module, cfg: ModelConfig, directory: PathLike,
             tensors, state["optimizer"] = _flatten_optimizer(opt)
             save_file(tensors, str(tmp / OPTIMIZER_FILE))
         _write_json(tmp / STATE_FILE, state)
-    old = target.parent / f"{target.name}.old-{os.getpid()}"
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old.exists():
-        shutil.rmtree(old)
-    return target
+    return replace_dir(tmp, target)
 
 
 def resolve_checkpoint_dir(directory: PathLike) -> Path:

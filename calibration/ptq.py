@@ -23,12 +23,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from caeav.errors import ExportError
+from caeav.export.scratch import private_copy
 
 DEFAULT_EXCLUDE_SCOPES = ("frontend",)
 # Op types kept in FP32 when high_precision="fp16" (decisions D10: L2-normalise, LayerNorm, softmax, log).
@@ -115,8 +117,11 @@ def quantize_int8(onnx_path, calib_inputs: Mapping[str, np.ndarray], out_path, *
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.stem}.tmp-{os.getpid()}{out.suffix}")
     logging.getLogger("modelopt").setLevel(log_level)
+    scratch = tempfile.TemporaryDirectory()
     try:
-        quantize(str(src), quantize_mode="int8", calibration_data=feeds, calibration_method=method,
+        # a private copy: Model Optimizer saves a shape-inferred model over the path it is given
+        work = private_copy(src, scratch.name)
+        quantize(str(work), quantize_mode="int8", calibration_data=feeds, calibration_method=method,
                  calibration_eps=["cpu"], high_precision_dtype=high_precision,
                  op_types_to_exclude=list(op_types_to_exclude) or None,
                  op_types_to_exclude_fp16=list(fp16_keep_fp32) if high_precision == "fp16" else None,
@@ -127,6 +132,7 @@ def quantize_int8(onnx_path, calib_inputs: Mapping[str, np.ndarray], out_path, *
     except (AssertionError, ValueError, RuntimeError) as err:
         raise ExportError(f"INT8 quantisation of {src.name} failed: {str(err).splitlines()[0] if str(err) else err!r}")
     finally:
+        scratch.cleanup()
         if tmp.exists():
             tmp.unlink()
     return out

@@ -20,7 +20,6 @@ import io
 import logging
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Mapping, Optional
@@ -28,6 +27,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from caeav.errors import ExportError
+from caeav.export.scratch import private_copy
 
 KEEP_FP32_OPS = ("ReduceL2", "LayerNormalization", "Softmax", "Pow", "ReduceSum", "Log")
 KEEP_FP32_SCOPES = ("frontend",)
@@ -57,11 +57,7 @@ def _modelopt(src: Path, feeds: Optional[Mapping[str, np.ndarray]], exclude_node
     with tempfile.TemporaryDirectory() as tmp:
         # Model Optimizer may rewrite the graph it is given (shape inference saved in place): hand it a copy so the
         # FP32 graph keeps the bytes (and sha256) the manifest records
-        work = Path(tmp) / src.name
-        shutil.copy2(src, work)
-        for data in src.parent.glob(src.name + ".data"):
-            shutil.copy2(data, Path(tmp) / data.name)
-        src = work
+        src = private_copy(src, Path(tmp) / "graph")
         calib = None
         if feeds:  # a folder of .npz files is read as whole batches (one .npz is split along axis 0, which breaks
             # graphs whose inputs have different leading dims, like the head's B and B·T)

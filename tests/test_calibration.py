@@ -171,9 +171,11 @@ def fp32_graph(tmp_path_factory):
 def int8_graph(fp32_graph):
     pytest.importorskip("modelopt.onnx.quantization", reason="Model Optimizer is in the export extra")
     out = fp32_graph.with_name("net.int8.onnx")
+    before = fp32_graph.read_bytes()
     t0 = time.perf_counter()
     path = quantize_int8(fp32_graph, _inputs(16, 1), out)
     print(f"quantize_int8: {time.perf_counter() - t0:.1f} s")
+    assert fp32_graph.read_bytes() == before  # the FP32 graph (and its manifest sha256) is left as it was
     return path
 
 

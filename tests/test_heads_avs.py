@@ -11,6 +11,7 @@ from caeav.config import ConfigError, load_config
 from caeav.model.heads.avs import AVSHead, avs_loss
 from caeav.model.heads.avs_blocks import TPAVI, FeatureFusionBlock, bicubic_matrix, resize_bicubic
 from caeav.model.heads.postprocess_avs import avs_predict
+from head_helpers import adam_loss_history
 
 T_AVS = 5
 
@@ -113,14 +114,7 @@ def test_avs_loss_decreases_on_a_fixed_batch(task):
     square = torch.zeros(1, T_AVS, m, m)
     square[..., m // 4 : m // 2, m // 3 : 3 * m // 4] = 1.0  # a learnable (not random) target
     batch = {"masks": square}
-    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
-    history = []
-    for _ in range(12):
-        opt.zero_grad()
-        loss = head.loss(head(*inputs), batch)["loss"]
-        loss.backward()
-        opt.step()
-        history.append(loss.item())
+    history = adam_loss_history(head, inputs, batch, steps=12)
     assert all(np.isfinite(history)) and history[-1] < 0.6 * history[0]
 
 

@@ -10,6 +10,7 @@ from caeav.model.heads.avs import AVSHead
 from caeav.model.heads.avvp import AVVPHead
 from caeav.model.heads.grouping import AssignAttention
 from caeav.model.heads.postprocess_avvp import avvp_predict, avvp_predict_outputs
+from head_helpers import adam_loss_history
 
 T_AVVP = 10
 
@@ -113,14 +114,7 @@ def test_avvp_loss_decreases_on_a_fixed_batch():
     head, dim_v, dim_a, _ = avvp_setup()
     inputs = avvp_inputs(2, dim_v, dim_a)
     batch = {"labels": torch.tensor([[1.0, 0.0, 1.0] + [0.0] * 22, [0.0, 1.0, 0.0] + [0.0] * 22])}
-    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
-    history = []
-    for _ in range(15):
-        opt.zero_grad()
-        loss = head.loss(head(*inputs), batch)["loss"]
-        loss.backward()
-        opt.step()
-        history.append(loss.item())
+    history = adam_loss_history(head, inputs, batch, steps=15)
     assert all(np.isfinite(history)) and history[-1] < 0.9 * history[0]
 
 

@@ -1,4 +1,4 @@
-"""AVE and AVQA heads (architecture.md §7.1, §7.3): shapes, losses, prediction rules, parameter counts, ONNX export."""
+"""AVE head (architecture.md §7.1): CMBS and MLP options, losses, prediction rule, parameter counts, ONNX."""
 
 from __future__ import annotations
 
@@ -14,88 +14,23 @@ import torch.nn.functional as F
 from caeav.config import ConfigError, load_config
 from caeav.model.heads import postprocess
 from caeav.model.heads.ave import AVEHead, ave_predict
-from caeav.model.heads.avqa import QUESTION_MAX_LEN, AVQAHead
 from caeav.model.heads.temporal_attention import PackedMultiheadAttention
-
-B, T, DV, DA = 2, 10, 256, 128  # tiny preset: pooled Swin / HTS-AT widths
-
-
-def _task(task: str, preset: str = "tiny", **head):
-    cfg = load_config(preset, task).task
-    return dataclasses.replace(cfg, head={**cfg.head, **head})
-
-
-def _ave(seed: int = 0, **head) -> AVEHead:
-    torch.manual_seed(seed)
-    return AVEHead(DV, DA, _task("ave", **head))
-
-
-def _avqa(seed: int = 0, **head) -> AVQAHead:
-    torch.manual_seed(seed)
-    return AVQAHead(DV, DA, _task("avqa", **head))
-
-
-def _features(b: int = B, seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, T, DV, generator=g), torch.randn(b, T, DA, generator=g)
-
-
-def _ave_labels(b: int = B, seed: int = 2) -> torch.Tensor:
-    """One-hot `[b, T, 29]` labels: one event class per clip on a random run of segments, background elsewhere."""
-    g = torch.Generator().manual_seed(seed)
-    target = torch.full((b, T), 28)
-    for i in range(b):
-        start = int(torch.randint(0, 5, (1,), generator=g))
-        target[i, start:start + 4] = int(torch.randint(0, 28, (1,), generator=g))
-    return F.one_hot(target, 29).float()
-
-
-def _avqa_inputs(b: int = B, hw: int = 2, seed: int = 3, negatives: str = "maps"):
-    g = torch.Generator().manual_seed(seed)
-    maps = torch.randn(b, T, DV, hw, hw, generator=g)
-    f_a = torch.randn(b, T, DA, generator=g)
-    question = torch.randint(1, 93, (b, QUESTION_MAX_LEN), generator=g)
-    question[:, 9:] = 0  # <pad> at the end, as MUSIC-AVQA pads
-    inputs = {"f_v": maps.mean(dim=(-2, -1)), "f_a": f_a, "visual_maps": maps, "question": question}
-    if negatives == "maps":
-        inputs["visual_neg"] = torch.randn(b, T, DV, hw, hw, generator=g)
-    elif negatives == "pooled":
-        inputs["visual_neg"] = torch.randn(b, T, DV, generator=g)
-    return inputs
-
-
-def _sgd_decreases(head, run, batch, steps: int = 8, lr: float = 0.05) -> tuple[float, float]:
-    """Eval-mode loss before and after `steps` SGD steps in train mode on one fixed batch."""
-    head.eval()
-    with torch.no_grad():
-        before = float(head.loss(run(), batch))
-    opt = torch.optim.SGD([p for p in head.parameters() if p.requires_grad], lr=lr)
-    head.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = head.loss(run(), batch)
-        assert torch.isfinite(loss)
-        loss.backward()
-        opt.step()
-    head.eval()
-    with torch.no_grad():
-        after = float(head.loss(run(), batch))
-    return before, after
+from head_helpers import B, T, ave_labels, check_tensorrt_ops, features, make_ave, make_avqa, sgd_decreases, task_cfg
 
 
 # ---- AVE: CMBS head (default) --------------------------------------------------------------------------------------
 
 
 def test_ave_cmbs_output_shapes_and_names():
-    head = _ave().eval()
-    out = head(*_features())
+    head = make_ave().eval()
+    out = head(*features())
     assert head.kind == "cmbs" and tuple(out) == head.output_names == ("is_event", "event", "av_score")
     assert out["is_event"].shape == (B, T) and out["event"].shape == (B, 28) and out["av_score"].shape == (B, 28)
 
 
 def test_ave_cmbs_scores_follow_the_cmbs_formulas():
-    head = _ave().eval()
-    f_v, f_a = _features()
+    head = make_ave().eval()
+    f_v, f_a = features()
     with torch.no_grad():
         out = head(f_v, f_a)
         video_q, audio_q = head.temporal_attn(f_v, f_a)
@@ -120,9 +55,9 @@ def test_packed_attention_equals_torch_multihead_attention():
 
 
 def test_ave_forward_backward_batch2_reaches_every_used_parameter():
-    head = _ave().train()
-    f_v, f_a = (x.requires_grad_() for x in _features())
-    loss = head.loss(head(f_v, f_a), {"labels": _ave_labels()})
+    head = make_ave().train()
+    f_v, f_a = (x.requires_grad_() for x in features())
+    loss = head.loss(head(f_v, f_a), {"labels": ave_labels()})
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     assert f_v.grad.abs().sum() > 0 and f_a.grad.abs().sum() > 0
@@ -134,8 +69,8 @@ def test_ave_forward_backward_batch2_reaches_every_used_parameter():
 
 
 def test_ave_targets_from_one_hot_and_indices():
-    head = _ave()
-    labels = _ave_labels()
+    head = make_ave()
+    labels = ave_labels()
     target, y_seg, clip = head.targets(labels)
     t2, y2, c2 = head.targets(labels.argmax(dim=-1))
     assert torch.equal(target, t2) and torch.equal(y_seg, y2) and torch.equal(clip, c2)
@@ -145,10 +80,10 @@ def test_ave_targets_from_one_hot_and_indices():
 
 
 def test_ave_loss_is_bce_plus_two_cross_entropies():
-    head = _ave().eval()
-    labels = _ave_labels()
+    head = make_ave().eval()
+    labels = ave_labels()
     with torch.no_grad():
-        out = head(*_features())
+        out = head(*features())
         target = labels.argmax(-1)
         c = torch.where(target != 28, target, 0).amax(dim=1)
         expected = (F.binary_cross_entropy_with_logits(out["is_event"], (target != 28).float())
@@ -159,9 +94,9 @@ def test_ave_loss_is_bce_plus_two_cross_entropies():
 
 
 def test_ave_loss_decreases_with_sgd_on_a_fixed_batch():
-    head = _ave(seed=3)
-    f_v, f_a = _features()
-    before, after = _sgd_decreases(head, lambda: head(f_v, f_a), {"labels": _ave_labels()})
+    head = make_ave(seed=3)
+    f_v, f_a = features()
+    before, after = sgd_decreases(head, lambda: head(f_v, f_a), {"labels": ave_labels()})
     assert after < 0.8 * before, (before, after)
 
 
@@ -200,16 +135,16 @@ def test_ave_predict_torch_equals_numpy_and_the_metric():
 
 @pytest.mark.parametrize("mlp_loss", ["ce", "bce_softmax"])
 def test_ave_mlp_option_trains_and_predicts(mlp_loss):
-    head = _ave(kind="mlp", mlp_loss=mlp_loss)
+    head = make_ave(kind="mlp", mlp_loss=mlp_loss)
     assert not hasattr(head, "temporal_attn") and head.output_names == ("segment_logits",)
-    f_v, f_a = _features()
-    labels = _ave_labels()
+    f_v, f_a = features()
+    labels = ave_labels()
     out = head(f_v, f_a)
     assert out["segment_logits"].shape == (B, T, 29)
     loss = head.loss(out, {"labels": labels})
     loss.backward()
     assert torch.isfinite(loss) and head.mlp_class.weight.grad is not None
-    before, after = _sgd_decreases(head, lambda: head(f_v, f_a), {"labels": labels}, lr=0.5 if mlp_loss == "ce"
+    before, after = sgd_decreases(head, lambda: head(f_v, f_a), {"labels": labels}, lr=0.5 if mlp_loss == "ce"
                                    else 50.0)
     assert after < before
     pred = AVEHead.predict(out)
@@ -219,7 +154,7 @@ def test_ave_mlp_option_trains_and_predicts(mlp_loss):
 
 
 def test_ave_mlp_counts_and_activation_flag():
-    cfg = _task("ave", "paper", kind="mlp")
+    cfg = task_cfg("ave", "paper", kind="mlp")
     with torch.device("meta"):
         plain = AVEHead(1536, 768, cfg)
         relu = AVEHead(1536, 768, dataclasses.replace(cfg, head={**cfg.head, "mlp_activation": "relu"}))
@@ -230,15 +165,15 @@ def test_ave_mlp_counts_and_activation_flag():
 
 def test_head_config_errors():
     with pytest.raises(ConfigError, match="cmbs or mlp"):
-        _ave(kind="transformer")
+        make_ave(kind="transformer")
     with pytest.raises(ConfigError, match="unknown"):
-        _ave(dimm=3)
+        make_ave(dimm=3)
     with pytest.raises(ConfigError):
-        _ave(kind="mlp", mlp_loss="hinge")
+        make_ave(kind="mlp", mlp_loss="hinge")
     with pytest.raises(ConfigError):
-        _avqa(kind="cmbs")
+        make_avqa(kind="cmbs")
     with pytest.raises(ConfigError, match="match_hidden"):
-        _avqa(match_hidden=[8, 8])
+        make_avqa(match_hidden=[8, 8])
 
 
 # ---- parameter counts at paper width (architecture.md §10) ---------------------------------------------------------
@@ -261,142 +196,36 @@ def test_paper_ave_head_parameter_counts_on_meta():
     assert count(lean.CMBS) == 21_845
 
 
-def test_paper_avqa_head_parameter_count_on_meta():
-    with torch.device("meta"):
-        head = AVQAHead(1536, 768, load_config("paper", "avqa").task)
-    count = lambda m: sum(p.numel() for p in m.parameters())
-    # Embedding 93×1536 + LSTM(1536→1536) + Linear(3072→1536)
-    assert count(head.question_encoder) == 93 * 1536 + 4 * 1536 * (1536 + 1536 + 2) + 3072 * 1536 + 1536
-    assert head.fc_ans.out_features == 42
-    # the authors' head minus their never-used fc_a1_pure, fc_a2_pure and norm3 (3,545,088)
-    assert count(head) == 66_870_444
-
-
-# ---- AVQA ----------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("negatives", ["none", "maps", "pooled"])
-def test_avqa_shapes_and_loss_with_and_without_negatives(negatives):
-    head = _avqa().train()
-    inputs = _avqa_inputs(negatives=negatives)
-    out = head(**inputs)
-    assert out["answer"].shape == (B, 42)
-    if negatives == "none":
-        assert set(out) == {"answer"}
-    else:
-        assert set(out) == {"answer", "match_pos", "match_neg"}
-        assert out["match_pos"].shape == out["match_neg"].shape == (B, T, 2)
-    batch = {"answer": torch.tensor([3, 17])}
-    terms = head.loss_terms(out, batch)
-    assert set(terms) == ({"answer"} if negatives == "none" else {"answer", "match"})
-    loss = head.loss(out, batch)
-    assert torch.isfinite(loss)
-    loss.backward()
-    assert head.fc_ans.weight.grad is not None and head.question_encoder.word2vec.weight.grad is not None
-    assert (head.fc4.weight.grad is not None) == (negatives != "none")
-
-
-def test_avqa_loss_is_answer_ce_plus_half_match_ce():
-    head = _avqa().eval()
-    with torch.no_grad():
-        out = head(**_avqa_inputs())
-        answer = torch.tensor([5, 0])
-        rows = torch.cat([out["match_pos"].reshape(-1, 2), out["match_neg"].reshape(-1, 2)])
-        labels = torch.cat([torch.ones(B * T), torch.zeros(B * T)]).long()
-        expected = F.cross_entropy(out["answer"], answer) + 0.5 * F.cross_entropy(rows, labels)
-        torch.testing.assert_close(head.loss(out, {"answer": answer}), expected)
-
-
-def test_avqa_grounding_matches_the_authors_per_frame_formula():
-    head = _avqa().eval()
-    inputs = _avqa_inputs(hw=3)
-    with torch.no_grad():
-        audio = head.fc_a2(F.relu(head.fc_a1(inputs["f_a"])))
-        got = head.ground(inputs["f_v"], inputs["visual_maps"], audio)
-        maps = inputs["visual_maps"].flatten(0, 1)  # [BT, C, H, W] as AVST
-        pooled = F.adaptive_avg_pool2d(maps, 1).flatten(1)
-        tokens = F.normalize(maps.flatten(2).permute(0, 2, 1), dim=2)
-        a = F.normalize(audio.flatten(0, 1).unsqueeze(-1), dim=1)
-        p = F.softmax(torch.matmul(tokens, a).squeeze(-1), dim=-1).unsqueeze(-2)
-        grounded = torch.matmul(p, tokens).squeeze(-2)
-        ref = head.fc_gl(torch.tanh(torch.cat([pooled, grounded], dim=-1))).view(B, T, -1)
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
-
-
-def test_avqa_loss_decreases_and_predict_matches_numpy():
-    head = _avqa(seed=4)
-    inputs = _avqa_inputs()
-    batch = {"answer": torch.tensor([11, 29])}
-    before, after = _sgd_decreases(head, lambda: head(**inputs), batch, lr=0.1)
-    assert after < 0.8 * before, (before, after)
-    head.eval()
-    with torch.no_grad():
-        out = head(**{k: v for k, v in inputs.items() if k != "visual_neg"})
-    pred = AVQAHead.predict(out)
-    assert pred.shape == (B,) and pred.dtype == torch.int64
-    np.testing.assert_array_equal(postprocess.avqa_predict({"answer": out["answer"].numpy()}), pred.numpy())
-
-
 def test_postprocess_imports_no_torch():
     code = "import sys, caeav.model.heads.postprocess; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-# ---- ONNX export (opset 18, dynamic batch) -------------------------------------------------------------------------
-
-
-def _check_tensorrt_ops(graph, onnx):
-    """The export pre-flight (TensorRT's ONNX operator table and its restrictions) finds nothing; returns the ops."""
-    from caeav.export.preflight import check_model
-
-    assert check_model(graph, "head") == []
-    return {n.op_type for n in graph.graph.node}
+# ---- ONNX export (opset 18, dynamic batch) ---------------------------------------------------------------------
 
 
 def test_onnx_export_ave_head_runs_in_onnxruntime_at_batch_1_and_2(tmp_path):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    head = _ave().eval()
+    head = make_ave().eval()
     path = tmp_path / "ave_head.onnx"
     batch = torch.export.Dim("batch", min=1, max=64)
-    torch.onnx.export(head, _features(2), str(path), dynamo=True, opset_version=18, input_names=["f_v", "f_a"],
+    torch.onnx.export(head, features(2), str(path), dynamo=True, opset_version=18, input_names=["f_v", "f_a"],
                       output_names=list(head.output_names), dynamic_shapes={"f_v": {0: batch}, "f_a": {0: batch}},
                       verbose=False)
     graph = onnx.load(str(path))
-    used = _check_tensorrt_ops(graph, onnx)
+    used = check_tensorrt_ops(graph, onnx)
     assert {"LSTM", "TopK"} <= used and "Attention" not in used
     assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) == 18
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [o.name for o in sess.get_outputs()] == list(head.output_names)
     for b in (1, 2, 3):
-        f_v, f_a = _features(b, seed=10 + b)
+        f_v, f_a = features(b, seed=10 + b)
         got = dict(zip(head.output_names, sess.run(None, {"f_v": f_v.numpy(), "f_a": f_a.numpy()})))
         with torch.no_grad():
             ref = head(f_v, f_a)
         for name in head.output_names:
             torch.testing.assert_close(torch.from_numpy(got[name]), ref[name], rtol=1e-4, atol=1e-5)
         np.testing.assert_array_equal(postprocess.ave_predict(got), AVEHead.predict(ref).numpy())
-
-
-def test_onnx_export_avqa_head_eval_graph(tmp_path):
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    head = _avqa().eval()
-    names = ["f_v", "f_a", "visual_maps", "question"]
-    inputs = _avqa_inputs(2, negatives="none")
-    path = tmp_path / "avqa_head.onnx"
-    batch = torch.export.Dim("batch", min=1, max=64)
-    torch.onnx.export(head, tuple(inputs[n] for n in names), str(path), dynamo=True, opset_version=18,
-                      input_names=names, output_names=["answer"], dynamic_shapes={n: {0: batch} for n in names},
-                      verbose=False)
-    used = _check_tensorrt_ops(onnx.load(str(path)), onnx)
-    assert "LSTM" in used and "Attention" not in used
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for b in (1, 3):
-        inputs = _avqa_inputs(b, seed=20 + b, negatives="none")
-        (got,) = sess.run(None, {n: inputs[n].numpy() for n in names})
-        with torch.no_grad():
-            torch.testing.assert_close(torch.from_numpy(got), head(**inputs)["answer"], rtol=1e-4, atol=1e-5)

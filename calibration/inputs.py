@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from caeav.errors import CaeavError, ExportError
+from caeav.files import atomic_file
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 INPUT_NAMES = ("frames", "wave")   # encoder.onnx inputs (bundle contract)
@@ -75,14 +75,8 @@ def _dataset_items(dataset, indices: list[int]):
 
 
 def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray], meta: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path) as fh:
+        np.savez(fh, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
 
 
 def load_calib_npz(path) -> dict[str, np.ndarray]:

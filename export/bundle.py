@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from caeav.atomic import replace_dir
+from caeav.files import replace_dir
 from caeav.errors import ExportError
 from caeav.export.manifest import FORMAT, MANIFEST, graph_entry, sha256_file, write_json_atomic
 

@@ -16,13 +16,12 @@ TensorRT is imported lazily; without it `build_engines` stops with one ExportErr
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import os
 import re
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from caeav.errors import ExportError
+from caeav.files import sha256_file, write_bytes_atomic
 
 from .trt_runtime_check import (
     engine_compatible,
@@ -94,25 +93,6 @@ def select_sources(manifest: Mapping, precision: str, strong: bool) -> dict[str,
     if not out:
         raise ExportError("the manifest lists no graphs to build engines from")
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, data) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(memoryview(data))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _network_flags(trt, strong: bool) -> int:
@@ -225,13 +205,13 @@ def build_engines(bundle_dir, manifest: Mapping, precision: str, batch: Sequence
             raise ExportError(f"TensorRT failed to build the {precision} engine of {graph['file']} (see its log above)")
         name = engine_filename(base, precision, cc, version)
         path = bundle / ENGINE_DIR / name
-        _atomic_write(path, plan)
+        write_bytes_atomic(path, plan)
         entries[f"{base}.{precision}"] = {
-            "file": f"{ENGINE_DIR}/{name}", "sha256": _sha256(path), "bytes": path.stat().st_size,
+            "file": f"{ENGINE_DIR}/{name}", "sha256": sha256_file(path), "bytes": path.stat().st_size,
             "compute_capability": f"{cc[0]}.{cc[1]}", "tensorrt": short_version(version), "tensorrt_build": version,
             "typing": "strong" if strong else "weak", "onnx": key, "profile": shapes,
             "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
     if timing_cache is not None:
-        _atomic_write(cache_path, timing_cache.serialize())
+        write_bytes_atomic(cache_path, timing_cache.serialize())
     return entries

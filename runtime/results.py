@@ -35,10 +35,11 @@ Labels and confidences follow `caeav.runtime.events`; class names come from the 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Union
+
+from caeav.files import write_json_atomic
 
 SCHEMA = "caeav.infer/1"
 
@@ -68,9 +69,4 @@ def report_json(report) -> dict:
 
 def write_json(report, path: Union[str, os.PathLike]) -> Path:
     """Write the document atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report_json(report), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, report_json(report))

@@ -34,6 +34,7 @@ from typing import Iterable, Iterator, Optional, Union
 import numpy as np
 
 from caeav.errors import CaptionError
+from caeav.files import sha256_file
 
 MODALITIES = ("visual", "audio")
 EMPTY_CLIP_ID = "__empty__"
@@ -69,14 +70,10 @@ def text_sha256(text: str) -> str:
 
 def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
     """sha256 of a file's bytes: the content key of a video (`CaptionCache.resolve` accepts it)."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(chunk), b""):
-                digest.update(block)
+        return sha256_file(path, chunk)
     except OSError as exc:
         raise CaptionError(f"{os.fspath(path)}: cannot be read for hashing ({exc.strerror or exc})") from None
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional
 
 import numpy as np
 
+from caeav.files import atomic_file, write_bytes_atomic
 from caeav.media.types import RawClip
 
 CACHE_VERSION = 1
@@ -77,28 +77,9 @@ class DecodedCache:
         # arrays first, the JSON last: an entry counts as present only once its JSON exists
         _atomic_save(stem.with_name(stem.name + ".frames.npy"), np.ascontiguousarray(clip.frames, dtype=np.uint8))
         _atomic_save(stem.with_name(stem.name + ".audio.npy"), np.ascontiguousarray(clip.audio, dtype=np.float32))
-        _atomic_write(stem.with_name(stem.name + ".json"), json.dumps(meta).encode())
+        write_bytes_atomic(stem.with_name(stem.name + ".json"), json.dumps(meta).encode())
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        np.save(f, array)

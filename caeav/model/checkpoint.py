@@ -19,7 +19,6 @@ which `resolve_checkpoint_dir` finds). Nothing here pickles: tensors go to safet
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,9 +28,9 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from caeav.atomic import replace_dir
 from caeav.config import ModelConfig
 from caeav.errors import WeightsError
+from caeav.files import replace_dir, sha256_file
 
 FORMAT = "caeav-checkpoint"
 VERSION = 1
@@ -49,11 +48,7 @@ def file_sha256(path: PathLike) -> str:
     st = os.stat(path)
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
-        _SHA_CACHE[key] = digest.hexdigest()
+        _SHA_CACHE[key] = sha256_file(path)
     return _SHA_CACHE[key]
 
 

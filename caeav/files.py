@@ -1,0 +1,67 @@
+"""Files written atomically and files hashed: the one mechanism behind checkpoints, bundles, caches and results.
+
+Everything here is torch-free (the runtime and the caption cache reader use it). A file is written to a temporary
+name in its own directory and renamed over the target, so a reader sees the old complete file or the new one, never a
+partial one; a failure removes the temporary file and leaves the old one in place."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_file(path) -> Iterator[BinaryIO]:
+    """`with atomic_file(p) as fh: ...` writes `p` atomically (binary handle; parent directories are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path, data) -> Path:
+    with atomic_file(path) as fh:
+        fh.write(memoryview(data))
+    return Path(path)
+
+
+def write_json_atomic(path, data: Any, indent: int = 2) -> Path:
+    return write_bytes_atomic(path, (json.dumps(data, indent=indent) + "\n").encode())
+
+
+def replace_dir(tmp: Path, target: Path) -> Path:
+    """Move the complete directory `tmp` to `target`, replacing an existing one.
+
+    The old directory is first renamed aside, so at every moment `target` is either the old complete directory or
+    the new complete one (two renames on one filesystem); the old copy is removed only after the new one is in place.
+    """
+    tmp, target = Path(tmp), Path(target)
+    old = target.parent / f"{target.name}.old-{os.getpid()}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old.exists():
+        shutil.rmtree(old)
+    return target

@@ -50,7 +50,8 @@ def avqa_inputs(b: int = B, hw: int = 2, seed: int = 3, negatives: str = "maps")
     maps = torch.randn(b, T, DV, hw, hw, generator=g)
     f_a = torch.randn(b, T, DA, generator=g)
     question = torch.randint(1, 93, (b, QUESTION_MAX_LEN), generator=g)
-    question[:, 9:] = 0  # <pad> at the end, as MUSIC-AVQA pads
+    for row in range(b):  # <pad> at the end, as MUSIC-AVQA pads; 9, 10, 11... words so the pad counts differ
+        question[row, 9 + row % (QUESTION_MAX_LEN - 8):] = 0
     inputs = {"f_v": maps.mean(dim=(-2, -1)), "f_a": f_a, "visual_maps": maps, "question": question}
     if negatives == "maps":
         inputs["visual_neg"] = torch.randn(b, T, DV, hw, hw, generator=g)

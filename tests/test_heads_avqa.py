@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from caeav.config import load_config
 from caeav.model.heads import postprocess
-from caeav.model.heads.avqa import AVQAHead
+from caeav.config import ConfigError
+from caeav.model.heads.avqa import AVQAHead, QuestionEncoder, pads_first
 from head_helpers import B, T, avqa_inputs, check_tensorrt_ops, make_avqa, sgd_decreases
 
 
@@ -87,6 +88,47 @@ def test_avqa_loss_decreases_and_predict_matches_numpy():
     pred = AVQAHead.predict(out)
     assert pred.shape == (B,) and pred.dtype == torch.int64
     np.testing.assert_array_equal(postprocess.avqa_predict({"answer": out["answer"].numpy()}), pred.numpy())
+
+
+def test_pads_first_rolls_each_question_so_its_pads_come_first():
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for words in (0, 1, 5, 13, 14):
+        row = torch.zeros(14, dtype=torch.int64)
+        row[:words] = torch.randint(1, 93, (words,), generator=g)
+        rows.append(row)
+    got = pads_first(torch.stack(rows))
+    for row, out in zip(rows, got):
+        words = int((row != 0).sum())
+        assert out.tolist() == [0] * (14 - words) + row[:words].tolist()
+
+
+def test_question_pads_trailing_is_avst_and_leading_reads_the_moved_question():
+    torch.manual_seed(0)
+    trailing = QuestionEncoder(93, 8, 16, 16, pads="trailing")
+    leading = QuestionEncoder(93, 8, 16, 16, pads="leading")
+    leading.load_state_dict(trailing.state_dict())  # same parameters: the flag is not a different model
+    question = avqa_inputs(3)["question"]
+    with torch.no_grad():
+        _, (h, c) = trailing.lstm(torch.tanh(trailing.word2vec(question)))
+        avst = trailing.fc(torch.tanh(torch.cat([h, c], dim=-1)[0]))
+        torch.testing.assert_close(trailing(question), avst)  # AVST: the final state after the trailing pads
+        torch.testing.assert_close(leading(question), trailing(pads_first(question)))
+        assert not torch.allclose(leading(question), avst)
+    with pytest.raises(ConfigError, match="question_pads"):
+        QuestionEncoder(93, 8, 16, 16, pads="middle")
+
+
+def test_leading_pads_keep_questions_apart_at_initialisation():
+    """Why `leading` is the default: at init the trailing pads wash the words out of the LSTM state."""
+    question = avqa_inputs(3)["question"]  # 9, 10 and 11 words, then pads
+    spread = {}
+    for pads in ("trailing", "leading"):
+        torch.manual_seed(0)
+        enc = QuestionEncoder(93, 32, 256, 256, pads=pads)
+        with torch.no_grad():
+            spread[pads] = float(torch.pdist(enc(question)).min())
+    assert spread["leading"] > 3 * spread["trailing"], spread
 
 
 # ---- ONNX export (opset 18, dynamic batch) ---------------------------------------------------------------------

@@ -37,7 +37,8 @@ def avs_baseline(root):
 
 
 def avqa_baseline(root):
-    """Accuracy on val of always answering the most frequent training answer."""
+    """Accuracy on val of always answering the most frequent training answer (33.3 % on the 4-clip synthetic set; a
+    per-template answer prior scores 63.9 %, so the 15-point margin needs the question, not just the answer counts)."""
     train = [i["answer"] for i in _items(root, "avqa", "train", ("answer",))]
     val = np.array([i["answer"] for i in _items(root, "avqa", "val", ("answer",))])
     return 100.0 * np.mean(val == np.bincount(train).argmax())
@@ -58,7 +59,7 @@ CASES = {
     "ave": (8, 45, [], 0.5, ave_baseline, 10.0),
     "avvp": (8, 25, ["task.train.lr=1e-3"], 0.9, avvp_baseline, 5.0),
     "avs_s4": (4, 8, [], 0.9, avs_baseline, 0.1),
-    "avqa": (4, 8, ["task.train.lr=1e-3"], 0.9, avqa_baseline, 5.0),
+    "avqa": (4, 8, ["task.train.lr=1e-3"], 0.9, avqa_baseline, 15.0),
 }
 
 
@@ -72,14 +73,8 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-# AVQA does not yet beat the majority answer on the synthetic questions (the answer head overfits 36 training
-# questions; a per-template prior alone scores 63.9 % on val): recorded as a known failure, not counted as a pass,
-# and issue 6 stays open on it.
-AVQA_GAP = pytest.mark.xfail(reason="tiny AVQA does not beat the majority answer on synthetic data yet", strict=False)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("task", [t if t != "avqa" else pytest.param(t, marks=AVQA_GAP) for t in CASES])
+@pytest.mark.parametrize("task", list(CASES))
 def test_tiny_training_learns_synthetic_task(task, tmp_path, one_thread):
     clips, epochs, extra, ratio, baseline, margin = CASES[task]
     root = tmp_path / "data"

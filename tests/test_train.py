@@ -106,6 +106,8 @@ def test_train_cli_refuses_to_overwrite_and_resume_needs_a_run(ave_root, tmp_pat
     assert "already holds a run" in capsys.readouterr().err
     assert main(["train", "ave", "--data-root", str(ave_root), "--out", str(tmp_path / "new"), "--resume"]) == 2
     assert main(["train", "ave", "--data-root", str(ave_root), "task.train.bogus=1"]) == 2
+    assert main(["train", "ave", "--data-root", str(ave_root), "--out", str(tmp_path / "t0"), "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
 
 
 def test_cli_main_does_not_import_torch():

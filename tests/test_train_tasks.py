@@ -64,25 +64,27 @@ CASES = {
 
 
 @pytest.fixture
-def one_thread():
-    """One intra-op thread: with two OpenMP threads on a 2-core machine that runs anything else, every parallel
-    region waits for a descheduled thread and a step takes 30-70x longer (measured: 0.2 s vs 10-15 s a forward)."""
+def threads_restored():
+    """Starts the test with two intra-op threads and restores the count after it: `--threads 1` must bring it to one
+    (with two OpenMP threads on a 2-core machine that runs anything else, every parallel region waits for a
+    descheduled thread and a step takes 30-70x longer; measured: 0.2 s vs 10-15 s a forward)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", list(CASES))
-def test_tiny_training_learns_synthetic_task(task, tmp_path, one_thread):
+def test_tiny_training_learns_synthetic_task(task, tmp_path, threads_restored):
     clips, epochs, extra, ratio, baseline, margin = CASES[task]
     root = tmp_path / "data"
     synth_dataset(task, root, seed=0, clips=clips, media="frames")
     run = tmp_path / "run"
-    args = ["train", task, "--config", "tiny", "--data-root", str(root), "--out", str(run), "-q",
+    args = ["train", task, "--config", "tiny", "--data-root", str(root), "--out", str(run), "-q", "--threads", "1",
             *QUICK, f"task.train.epochs={epochs}", *extra]  # later overrides win
     assert main(args) == 0
+    assert torch.get_num_threads() == 1
     rows = _rows(run)
     assert len(rows) == epochs
     losses = [float(r["train_total"]) for r in rows]

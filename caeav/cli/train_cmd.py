@@ -22,6 +22,8 @@ def train(
     workers: int = typer.Option(0, "--workers", help="data-loading worker processes"),
     media_cache: Optional[Path] = typer.Option(None, "--media-cache", help="folder caching decoded clips"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="intra-op CPU threads per process (default: "
+                                          "PyTorch's; 1 is often fastest on a small shared machine)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Train CAE-AV on a task (architecture.md §8 recipe); writes last/, best/, metrics.csv, TensorBoard logs."""
@@ -36,6 +38,7 @@ def train(
                 "--workers", str(workers), *(["--captions", str(captions)] if captions else []),
                 *(["--media-cache", str(media_cache)] if media_cache else []),
                 *(["--device", device] if device else []), *(["--resume"] if resume else []),
+                *(["--threads", str(threads)] if threads else []),
                 *(["--quiet"] if quiet else []), *(overrides or [])]
         code = distributed.launch(devices, argv)
         if code != 0:
@@ -45,7 +48,7 @@ def train(
         return
     opts = TrainOptions(data_root=str(data_root), out=str(run_dir), captions=str(captions) if captions else None,
                         resume=resume, workers=workers, media_cache=str(media_cache) if media_cache else None,
-                        device=device, show_progress=not quiet)
+                        device=device, show_progress=not quiet, threads=threads)
     results = run_training(cfg, opts)
     if distributed.under_torchrun() and int(__import__("os").environ.get("RANK", "0")) != 0:
         return
@@ -63,13 +66,14 @@ def evaluate(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default: the run's batch size"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda"),
     media_cache: Optional[Path] = typer.Option(None, "--media-cache", help="folder caching decoded clips"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="intra-op CPU threads (default: PyTorch's)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Evaluate a checkpoint on one split with the task's exact metrics."""
     from caeav.train.run import evaluate_checkpoint
 
     result = evaluate_checkpoint(str(checkpoint), str(data_root), split, task, str(captions) if captions else None,
-                                 batch_size, device, str(media_cache) if media_cache else None)
+                                 batch_size, device, str(media_cache) if media_cache else None, threads=threads)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

@@ -53,6 +53,7 @@ class TrainOptions:
     device: Optional[str] = None  # default: cuda when available, else cpu
     show_progress: bool = True
     eval_test: bool = True
+    threads: Optional[int] = None  # intra-op CPU threads (None: PyTorch's default)
     max_steps: Optional[int] = None  # test hook: return (as if killed) after this many optimiser steps in this process
 
 

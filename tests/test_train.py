@@ -133,3 +133,39 @@ def test_ddp_two_gloo_processes_train_and_write_one_checkpoint(ave_root, tmp_pat
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 2 and "test" in json.loads((out / "results.json").read_text())
     assert list((out / "tensorboard").iterdir())
+
+
+@pytest.mark.parametrize("clip", [0.0, 1e-3])
+def test_accumulation_sums_micro_batch_gradients_and_clipping_bounds_the_step(ave_root, tmp_path, monkeypatch, clip):
+    """accum 2 on 4 clips at batch 2: one optimiser step per epoch whose gradient is the *sum* of the two micro-batch
+    gradients (architecture.md §8: summed, not averaged); with grad_clip the step sees a total norm <= grad_clip."""
+    micro, at_step, watched = [], [], {}
+    real_setup, real_step = Trainer._setup, torch.optim.Adam.step
+
+    def setup(self):
+        state = real_setup(self)
+        watched["p"] = [p for p in self.model.parameters() if p.requires_grad][-1]
+        watched["p"].register_hook(lambda g: micro.append(g.detach().clone()))
+        return state
+
+    def step(opt, *a, **kw):
+        at_step.append({id(p): p.grad.detach().clone() for group in opt.param_groups for p in group["params"]
+                        if p.grad is not None})
+        return real_step(opt, *a, **kw)
+
+    monkeypatch.setattr(Trainer, "_setup", setup)
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    trainer = _trainer(ave_root, tmp_path / "run", ["task.train.epochs=1", "task.train.accum_steps=2",
+                                                   f"task.train.grad_clip={clip}"])
+    trainer.fit()
+    assert len(micro) == 2 and len(at_step) == 1
+    assert load_trainer_state(tmp_path / "run" / "last")["global_step"] == 1
+    stepped, raw = at_step[0], micro[0] + micro[1]
+    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in stepped.values()])))
+    got = stepped[id(watched["p"])]
+    if clip == 0:
+        torch.testing.assert_close(got, raw)
+    else:
+        assert norm <= clip * (1 + 1e-4)
+        torch.testing.assert_close(got, raw * (got.norm() / raw.norm()))  # scaled down, same direction
+        assert got.norm() < raw.norm()

@@ -52,7 +52,9 @@ def train(
     results = run_training(cfg, opts)
     if distributed.under_torchrun() and int(__import__("os").environ.get("RANK", "0")) != 0:
         return
-    typer.echo(f"run {run_dir}: best epoch {results.get('best_epoch')}, val score {results.get('best_val_score')}")
+    best = results.get("best_val_score")
+    typer.echo(f"run {run_dir}: best epoch {results.get('best_epoch')}, val score "
+               + (f"{best:.2f}" if isinstance(best, (int, float)) else "n/a"))
     if "test" in results:
         typer.echo("test: " + ", ".join(f"{k} {v:.2f}" for k, v in results["test"].items()))
 

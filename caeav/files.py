@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import IO, Any, Iterator
 
 
 def sha256_file(path, chunk: int = 1 << 20) -> str:
@@ -26,13 +26,14 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
 
 
 @contextlib.contextmanager
-def atomic_file(path) -> Iterator[BinaryIO]:
-    """`with atomic_file(p) as fh: ...` writes `p` atomically (binary handle; parent directories are created)."""
+def atomic_file(path, text: bool = False) -> Iterator[IO]:
+    """`with atomic_file(p) as fh: ...` writes `p` atomically (binary handle, or UTF-8 text with `text=True`, newlines
+    untranslated as the csv module wants; parent directories are created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with (os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb")) as fh:
             yield fh
         os.replace(tmp, path)
     except BaseException:
@@ -49,6 +50,25 @@ def write_bytes_atomic(path, data) -> Path:
 
 def write_json_atomic(path, data: Any, indent: int = 2) -> Path:
     return write_bytes_atomic(path, (json.dumps(data, indent=indent) + "\n").encode())
+
+
+@contextlib.contextmanager
+def staged_dir(target) -> Iterator[Path]:
+    """`with staged_dir(d) as tmp: <fill tmp>`: a fresh sibling directory `<d>.tmp-<pid>` that replaces `d` when the
+    block succeeds (`replace_dir`) and is removed when it raises. A process killed inside the block leaves only the
+    temporary directory; `d` is untouched."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f"{target.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, target)
 
 
 def replace_dir(tmp: Path, target: Path) -> Path:

@@ -1,6 +1,6 @@
 """`export_bundle`: a PyTorch CAE-AV model -> a deployable bundle directory (bundle contract, decisions D9/D10).
 
-Order of work, all inside `<out>.tmp-<pid>`: the four FP32 graphs, `empty_caption.npy`, `postprocess.json`, the
+Order of work, all inside `<out>.tmp-<pid>` (`caeav.files.staged_dir`): the four FP32 graphs, `empty_caption.npy`, `postprocess.json`, the
 pre-flight against TensorRT's operator matrix, the precision variants (`*.fp16.onnx`, `*.int8.onnx`), and
 `manifest.json` last. Then the directory is renamed onto `<out>` (an older bundle there is moved aside first and
 deleted after). An export that fails or is interrupted removes its temporary directory; one that is killed leaves
@@ -11,15 +11,13 @@ built into the finished bundle afterwards, so a missing TensorRT leaves the ONNX
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import shutil
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from caeav.files import replace_dir
+from caeav.files import staged_dir
 from caeav.errors import ExportError
 from caeav.export.manifest import FORMAT, MANIFEST, graph_entry, sha256_file, write_json_atomic
 
@@ -85,21 +83,6 @@ def postprocess_info(model) -> dict:
     return info
 
 
-def _prepare_target(out: Path) -> Path:
-    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
-        raise ExportError(f"{out} exists and is not a caeav bundle; choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
-
-
-def _commit(tmp: Path, out: Path) -> None:
-    replace_dir(tmp, out)
-
-
 def _int8_variants(tmp: Path, calib: dict, graphs: dict, log) -> None:
     try:
         from caeav.calibration import quantize_int8
@@ -140,8 +123,9 @@ def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] 
     cfg = model.cfg
     model.eval()
     out = Path(out)
-    tmp = _prepare_target(out)
-    try:
+    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise ExportError(f"{out} exists and is not a caeav bundle; choose another --out")
+    with staged_dir(out) as tmp:
         st_dim = int(getattr(model.head, "st_dim", 0) or 0) if cfg.task.name == "avvp" else 0
         feeds = sample_inputs(cfg, max(2, min(opt, 4)), seed, st_dim=st_dim)
         graphs = {}
@@ -180,8 +164,4 @@ def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] 
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         write_json_atomic(tmp / MANIFEST, manifest)  # last: a directory without it is not a bundle
-        _commit(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -13,7 +13,6 @@ clear error before onnxruntime/TensorRT sees it. Graph keys in the manifest are 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -24,8 +23,8 @@ import numpy as np
 
 import caeav
 from caeav.errors import BundleError
-
-FORMAT = 1
+from caeav.export.manifest import FORMAT, MANIFEST  # the bundle contract: one definition for writer and reader
+from caeav.files import sha256_file
 GRAPHS = ("caption_projector", "encoder", "head")  # the chain the runtime runs (text_encoder is optional)
 PRECISIONS = ("fp32", "fp16", "int8")
 KNOWN_TASKS = ("ave", "avvp", "avqa", "avs_s4", "avs_ms3")
@@ -68,14 +67,6 @@ class EngineSpec:
     tensorrt: str
 
 
-def sha256_file(path: PathLike, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class Bundle:
     path: Path
@@ -91,7 +82,7 @@ class Bundle:
         root = Path(path)
         if not root.is_dir():
             raise BundleError(f"{root}: no such bundle directory")
-        mpath = root / "manifest.json"
+        mpath = root / MANIFEST
         if not mpath.is_file():
             raise BundleError(f"{root}: not an export bundle (no manifest.json; is the export incomplete?)")
         try:

@@ -7,6 +7,7 @@ import torch
 from onnx import TensorProto, helper
 
 import caeav.export.bundle as bundle_mod
+import caeav.files
 import caeav.export.onnx_export as onnx_export
 from caeav.cli.main import main
 from caeav.config import load_config
@@ -52,7 +53,7 @@ def test_interrupted_export_leaves_no_bundle(tiny, tmp_path, monkeypatch):
     assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing left that looks like a bundle
 
     # a process killed at that point (no clean-up) leaves only a temp dir without a manifest
-    monkeypatch.setattr(bundle_mod.shutil, "rmtree", lambda *a, **k: None)
+    monkeypatch.setattr(caeav.files.shutil, "rmtree", lambda *a, **k: None)
     with pytest.raises(KeyboardInterrupt):
         bundle_mod.export_bundle(model, tower, out, source=random_source(cfg, 0))
     (left,) = list(tmp_path.iterdir())

@@ -14,6 +14,7 @@ import os
 from typing import Optional
 
 from caeav.errors import CaptionError
+from caeav.files import atomic_file
 
 from .cache import Caption, CaptionCache, PathLike, check_clip_id, check_modality
 
@@ -71,10 +72,9 @@ def export_jsonl(cache: CaptionCache, path: PathLike, modality: Optional[str] = 
                  prompt_version: Optional[str] = None) -> int:
     """Write the matching captions (with their metadata) to `path` atomically; returns how many lines."""
     shas = cache.video_hashes()
-    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
     count = 0
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with atomic_file(path, text=True) as fh:
             for c in cache.captions(modality=modality, model=model, prompt_version=prompt_version):
                 line = {"clip_id": c.clip_id, "modality": c.modality, "text": c.text, "model": c.model,
                         "prompt_version": c.prompt_version, "source": c.source, "endpoint": c.endpoint,
@@ -83,10 +83,6 @@ def export_jsonl(cache: CaptionCache, path: PathLike, modality: Optional[str] = 
                     line["video_sha256"] = shas[c.clip_id]
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
                 count += 1
-        os.replace(tmp, path)
     except OSError as exc:
         raise CaptionError(f"{os.fspath(path)}: cannot be written ({exc.strerror or exc})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return count

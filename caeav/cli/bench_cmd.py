@@ -32,8 +32,7 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the table as JSON"),
 ) -> None:
     """Latency, throughput, memory, speed-up and parity of each engine against PyTorch FP32 eager."""
-    import json
-
+    from caeav.files import write_json_atomic
     from caeav.runtime.bench import print_bench, run_bench
 
     engine_list = _csv(engines, "engines", ("torch", "ort", "trt"))
@@ -45,4 +44,4 @@ def bench(
     result = run_bench(bundle, engine_list, batches, precision_list, repeats, warmup, clip, checkpoint, threads)
     print_bench(result)
     if json_out is not None:
-        json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        write_json_atomic(json_out, result.to_dict())

@@ -12,16 +12,15 @@
     save_checkpoint(model, cfg, "runs/x/last", trainer_state={"epoch": 3, "optimizer": opt.state_dict()})
     model, cfg = load_checkpoint("runs/x/best", device="cpu")
 
-Writing is atomic: everything goes to a temporary sibling directory that is renamed into place (a reader never
-sees a half-written checkpoint; after a crash between the two renames the previous one is left as `<dir>.old-<pid>`,
-which `resolve_checkpoint_dir` finds). Nothing here pickles: tensors go to safetensors, the rest to JSON.
+Writing is atomic (`caeav.files.staged_dir`): everything goes to a temporary sibling directory that is renamed into
+place (a reader never sees a half-written checkpoint; a failed write removes it; after a crash between the two
+renames the previous one is left as `<dir>.old-<pid>`, which `resolve_checkpoint_dir` finds). Nothing here pickles: tensors go to safetensors, the rest to JSON.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -30,7 +29,7 @@ from torch import Tensor, nn
 
 from caeav.config import ModelConfig
 from caeav.errors import WeightsError
-from caeav.files import replace_dir, sha256_file
+from caeav.files import sha256_file, staged_dir
 
 FORMAT = "caeav-checkpoint"
 VERSION = 1
@@ -124,23 +123,18 @@ def save_checkpoint(model: nn.Module, cfg: ModelConfig, directory: PathLike,
     from safetensors.torch import save_file
 
     model = unwrap(model)
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file(_model_state(model, cfg), str(tmp / MODEL_FILE))
-    _write_json(tmp / CONFIG_FILE, {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(),
-                                    "backbone_weights": _backbone_files(cfg), "stored_frozen": _stored_frozen(cfg)})
-    if trainer_state is not None:
-        state = dict(trainer_state)
-        opt = state.pop("optimizer", None)
-        if opt is not None:
-            tensors, state["optimizer"] = _flatten_optimizer(opt)
-            save_file(tensors, str(tmp / OPTIMIZER_FILE))
-        _write_json(tmp / STATE_FILE, state)
-    return replace_dir(tmp, target)
+    with staged_dir(directory) as tmp:
+        save_file(_model_state(model, cfg), str(tmp / MODEL_FILE))
+        _write_json(tmp / CONFIG_FILE, {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(),
+                                        "backbone_weights": _backbone_files(cfg), "stored_frozen": _stored_frozen(cfg)})
+        if trainer_state is not None:
+            state = dict(trainer_state)
+            opt = state.pop("optimizer", None)
+            if opt is not None:
+                tensors, state["optimizer"] = _flatten_optimizer(opt)
+                save_file(tensors, str(tmp / OPTIMIZER_FILE))
+            _write_json(tmp / STATE_FILE, state)
+    return Path(directory)
 
 
 def resolve_checkpoint_dir(directory: PathLike) -> Path:

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from caeav.files import atomic_file
+
 
 class _Bar:
     """One progress bar; `advance` also shows the running loss and items per second."""
@@ -26,10 +28,9 @@ class _Bar:
 
     def advance(self, items: int, **fields) -> None:
         self.items += items
-        rate = self.items / max(time.perf_counter() - self.start, 1e-9)
         text = "  ".join(f"{k} {v:.4g}" for k, v in fields.items())
         if self.progress is not None:
-            self.progress.update(self.task_id, advance=items, stats=f"{text}  {rate:.2f} clips/s")
+            self.progress.update(self.task_id, advance=items, stats=f"{text}  {self.rate:.2f} clips/s")
 
     @property
     def rate(self) -> float:
@@ -118,7 +119,7 @@ class RunLogger:
         if not rows:
             return
         keep = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= last_epoch]
-        with open(path, "w", newline="") as f:
+        with atomic_file(path, text=True) as f:
             csv.writer(f).writerows(keep)
 
     def flush(self) -> None:

@@ -12,7 +12,7 @@ from typing import Optional
 
 from caeav.config import ModelConfig, apply_overrides, canonical_task, load_config
 from caeav.errors import CaeavError
-from caeav.train.trainer import Trainer, TrainingError, TrainOptions
+from caeav.train.trainer import Trainer, TrainingError, TrainOptions, autocast_context, resolve_precision
 
 
 def default_run_dir(task: str, preset: str, base: str = "runs") -> Path:
@@ -62,8 +62,8 @@ def set_threads(threads: Optional[int]) -> None:
 def train(cfg: ModelConfig, opts: TrainOptions) -> dict:
     from caeav.train import distributed
 
-    set_threads(opts.threads)
     info = distributed.setup(opts.device)
+    set_threads(opts.threads)  # after setup, which picks a per-rank default for CPU DDP: an explicit --threads wins
     try:
         return Trainer(cfg, opts, info).fit()
     finally:
@@ -93,8 +93,5 @@ def evaluate_checkpoint(checkpoint: str, data_root: str, split: str = "test", ta
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size or cfg.task.train.batch_size,
                                          sampler=EpochSampler(len(dataset), 0, shuffle=False), collate_fn=collate,
                                          num_workers=workers)
-    autocast = None
-    if dev.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        autocast = lambda: torch.autocast("cuda", dtype=dtype)  # noqa: E731
-    return evaluate(model, loader, cfg, dev, autocast)
+    precision = resolve_precision(cfg.task.train.precision, dev)
+    return evaluate(model, loader, cfg, dev, lambda: autocast_context(precision, dev))

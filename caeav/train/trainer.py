@@ -28,6 +28,7 @@ import torch
 
 from caeav.config import ModelConfig
 from caeav.errors import CaeavError
+from caeav.files import write_bytes_atomic, write_json_atomic
 from caeav.model.checkpoint import load_trainer_state, resolve_checkpoint_dir, save_checkpoint, unwrap
 from caeav.train import distributed as D
 from caeav.train.batches import build_split, caption_hook, collate, loss_targets, model_inputs, to_device
@@ -40,6 +41,25 @@ from caeav.train.state import restore_rng_state, rng_state, seed_everything
 
 class TrainingError(CaeavError):
     """Training cannot go on (a non-finite loss, an unusable run directory)."""
+
+
+def resolve_precision(want: str, device: torch.device) -> str:
+    """`task.train.precision` on `device`: fp32 on CPU (autocast on GPUs only); "auto" = bf16 where the GPU has it,
+    else fp16."""
+    if want not in ("auto", "fp32", "bf16", "fp16"):
+        raise TrainingError(f"task.train.precision must be auto, fp32, bf16 or fp16, got {want!r}")
+    if device.type != "cuda":
+        return "fp32"
+    if want == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return want
+
+
+def autocast_context(precision: str, device: torch.device):
+    """A fresh autocast context for a resolved precision (a null context for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 @dataclass
@@ -64,25 +84,12 @@ class Trainer:
         self.run_dir = Path(opts.out)
         self.log = RunLogger(self.run_dir, enabled=self.dist.is_main, show_progress=opts.show_progress)
         self.device = self.dist.device
-        self.precision = self._precision()
+        self.precision = resolve_precision(cfg.task.train.precision, self.device)
 
     # ------------------------------------------------------------------------------------------------ set-up
 
-    def _precision(self) -> str:
-        want = self.cfg.task.train.precision
-        if want not in ("auto", "fp32", "bf16", "fp16"):
-            raise TrainingError(f"task.train.precision must be auto, fp32, bf16 or fp16, got {want!r}")
-        if self.device.type != "cuda":
-            return "fp32"  # autocast on GPUs only
-        if want == "auto":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return want
-
     def autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast_context(self.precision, self.device)
 
     def _loader(self, dataset, sampler, batch_size):
         return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
@@ -108,10 +115,10 @@ class Trainer:
             # static graph: some parameters (CASE's τ) reach the loss through `aux`, not through the head outputs,
             # and some never get a gradient (unused template layers); the set is the same every iteration
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, static_graph=True)
-        hook = caption_hook(cfg, self.opts.captions)
+        self.captions = caption_hook(cfg, self.opts.captions)  # built once (the empty-caption path runs the tower)
         root, cache = self.opts.data_root, self.opts.media_cache
-        self.train_set = build_split(cfg, "train", root, hook, cache)
-        self.val_set = build_split(cfg, "val", root, hook, cache) if self.dist.is_main else None
+        self.train_set = build_split(cfg, "train", root, self.captions, cache)
+        self.val_set = build_split(cfg, "val", root, self.captions, cache) if self.dist.is_main else None
         self.sampler = EpochSampler(len(self.train_set), train.seed, True, self.dist.rank, self.dist.world)
         return state
 
@@ -150,7 +157,7 @@ class Trainer:
             save_checkpoint(self.model, self.cfg, self.run_dir / "last", state)
         D.barrier(self.dist)
 
-    def _diverged(self, loss: torch.Tensor, parts: dict, progress: dict) -> None:
+    def _diverged(self, loss: float, parts: dict, progress: dict) -> None:
         params_ok = all(torch.isfinite(p).all() for p in self.model.parameters() if p.requires_grad)
         if params_ok:  # the weights of the last completed step are good: make last/ hold exactly them
             self._save_last(progress)
@@ -158,7 +165,7 @@ class Trainer:
         held = f"the last good checkpoint is {where}" if where.exists() else "no checkpoint was written yet"
         named = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items()) if parts else ""
         raise TrainingError(
-            f"the training loss became {float(loss)} at epoch {progress['epoch'] + 1}, optimiser step "
+            f"the training loss became {loss} at epoch {progress['epoch'] + 1}, optimiser step "
             f"{progress['global_step'] + 1} ({named}); stopped: {held} (resume with --resume after lowering "
             f"task.train.lr or setting task.train.grad_clip)")
 
@@ -195,20 +202,21 @@ class Trainer:
                     with self.autocast():
                         outputs = self.net(**model_inputs(data, self.cfg, training=True))
                         loss, parts = unwrap(self.net).loss(outputs, loss_targets(data, self.cfg, mask_size), epoch)
-                    if D.any_true(not bool(torch.isfinite(loss)), self.dist):
-                        self._diverged(loss, parts, progress)
+                    loss_value = float(loss.detach())  # the one host sync of the loss per micro-batch
+                    if D.any_true(not math.isfinite(loss_value), self.dist):
+                        self._diverged(loss_value, parts, progress)
                     self.scaler.scale(loss).backward()
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 sums["_n"] = sums.get("_n", 0) + 1
                 progress["step_in_epoch"] += 1
-                bar.advance(len(data["frames"]), loss=float(loss.detach()))
+                bar.advance(len(data["frames"]), loss=loss_value)
                 if not last_of_group:
                     continue
                 self._optimiser_step()
                 pending = 0
                 progress["global_step"] += 1
-                self.log.scalars({"train/loss": float(loss.detach()), "train/lr": self.optimizer.param_groups[0]["lr"]},
+                self.log.scalars({"train/loss": loss_value, "train/lr": self.optimizer.param_groups[0]["lr"]},
                                  progress["global_step"])
                 self._steps_here += 1
                 every = train.checkpoint_every
@@ -240,7 +248,7 @@ class Trainer:
             "since_best": 0, "sums": {}}
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(self.cfg.to_json())
+            write_bytes_atomic(self.run_dir / "config.json", self.cfg.to_json().encode())
         try:
             while progress["epoch"] < train.epochs:
                 epoch, start = progress["epoch"], time.perf_counter()
@@ -284,13 +292,12 @@ class Trainer:
                 self.model.load_state_dict(load_file(str(best / "model.safetensors")), strict=False)
                 results["best_val"] = json.loads((best / "trainer_state.json").read_text()).get("val")
             if self.opts.eval_test:
-                test_set = build_split(self.cfg, "test", self.opts.data_root, caption_hook(self.cfg, self.opts.captions),
-                                       self.opts.media_cache)
+                test_set = build_split(self.cfg, "test", self.opts.data_root, self.captions, self.opts.media_cache)
                 loader = self._loader(test_set, EpochSampler(len(test_set), 0, shuffle=False),
                                       self.cfg.task.train.batch_size)
                 results["test"] = evaluate(self.model, loader, self.cfg, self.device, self.autocast)
                 self.log.info(f"test ({len(test_set)} items): " +
                               ", ".join(f"{k} {v:.2f}" for k, v in results["test"].items()))
-            (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
+            write_json_atomic(self.run_dir / "results.json", results)
         D.barrier(self.dist)
         return results

@@ -7,15 +7,8 @@ from typing import Optional
 
 import typer
 
+from caeav.cli.options import comma_list
 from caeav.errors import CaeavError
-
-
-def _csv(text: str, what: str, allowed=None) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in items if allowed is not None and t not in allowed]
-    if not items or bad:
-        raise CaeavError(f"--{what}: expected a comma-separated list of {', '.join(allowed or [])}; got {text!r}")
-    return items
 
 
 def bench(
@@ -35,10 +28,10 @@ def bench(
     from caeav.files import write_json_atomic
     from caeav.runtime.bench import print_bench, run_bench
 
-    engine_list = _csv(engines, "engines", ("torch", "ort", "trt"))
-    precision_list = _csv(precisions, "precisions", ("fp32", "fp16", "int8"))
+    engine_list = comma_list(engines, "--engines", ("torch", "ort", "trt"))
+    precision_list = comma_list(precisions, "--precisions", ("fp32", "fp16", "int8"))
     try:
-        batches = [int(b) for b in _csv(batch, "batch")]
+        batches = [int(b) for b in comma_list(batch, "--batch")]
     except ValueError:
         raise CaeavError(f"--batch: expected integers like 1,2; got {batch!r}") from None
     result = run_bench(bundle, engine_list, batches, precision_list, repeats, warmup, clip, checkpoint, threads)

@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from caeav.cli.options import comma_list
 from caeav.errors import ExportError
 
 
@@ -55,9 +56,7 @@ def export(
     """Export a model into a deployable bundle: ONNX graphs (+ FP16 / INT8 variants, TensorRT engines)."""
     if engine not in ("onnx", "trt"):
         raise ExportError(f"--engine must be onnx or trt, got {engine!r}")
-    wanted = [p.strip() for p in precision.split(",") if p.strip()]
-    if not wanted or any(p not in ("fp32", "fp16", "int8") for p in wanted):
-        raise ExportError(f"--precision must be fp32, fp16, int8 or a comma list of them, got {precision!r}")
+    wanted = comma_list(precision, "--precision", ("fp32", "fp16", "int8"))
     if (checkpoint is None) == (not random_weights):
         raise ExportError("give either --checkpoint DIR or --config PRESET --random-weights")
     lo, opt, hi = parse_batch(batch)

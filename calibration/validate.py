@@ -32,16 +32,13 @@ def agreement(ref_scores: np.ndarray, test_scores: np.ndarray, axis: int = -1) -
 def run_graph(path, feeds: Mapping[str, np.ndarray], batch: Optional[int] = None) -> dict[str, np.ndarray]:
     """Outputs of an ONNX graph on onnxruntime's CPU EP; `batch` splits the feeds along axis 0 (outputs are
     concatenated back along axis 0)."""
-    import onnxruntime as ort
+    from caeav.runtime.session_ort import OrtSession
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
+    sess = OrtSession(path, providers=["CPUExecutionProvider"])
     n = int(next(iter(feeds.values())).shape[0])
     step = batch or n
-    parts = [sess.run(names, {k: v[i:i + step] for k, v in feeds.items()}) for i in range(0, n, step)]
-    return {name: np.concatenate([p[j] for p in parts], axis=0) for j, name in enumerate(names)}
+    parts = [sess.run({k: v[i:i + step] for k, v in feeds.items()}) for i in range(0, n, step)]
+    return {name: np.concatenate([p[name] for p in parts], axis=0) for name in sess.output_names}
 
 
 def compare_outputs(ref: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray],

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 
@@ -54,14 +54,10 @@ def _agreement(ref: dict, test: dict) -> float:
 
 
 def _ort_runner(path: Path) -> Callable[[dict], dict]:
-    import onnxruntime as ort
+    """The runtime's own onnxruntime session (CPU EP), so parity judges what `caeav infer` runs."""
+    from caeav.runtime.session_ort import OrtSession
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    inputs = [i.name for i in sess.get_inputs()]
-    return lambda feeds: dict(zip(names, sess.run(names, {k: np.ascontiguousarray(feeds[k]) for k in inputs})))
+    return OrtSession(path, providers=["CPUExecutionProvider"]).run
 
 
 def _trt_runner(path: Path) -> Callable[[dict], dict]:

@@ -29,3 +29,7 @@ class CaptionError(CaeavError):
 
 class ExportError(CaeavError):
     """An export step cannot run here (missing TensorRT / Model Optimizer, unusable calibration data, failed build)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every command stops the same clean way (the CLI exits 143, not 130)."""

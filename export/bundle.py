@@ -99,11 +99,13 @@ def _int8_variants(tmp: Path, calib: dict, graphs: dict, log) -> None:
 
 def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] = ("fp32",),
                   batch: Sequence[int] = DEFAULT_BATCH, calib: Optional[dict] = None, seed: int = 0,
-                  opset: int = 18, log: Callable[[str], None] = lambda s: None) -> Path:
+                  opset: int = 18, checkpoint=None, log: Callable[[str], None] = lambda s: None) -> Path:
     """Export `model` (eval mode) and the caption `tower` into the bundle directory `out`; returns its path.
 
     `precisions`: "fp32" always, plus "fp16" and/or "int8". `batch`: (min, opt, max) of the TensorRT profile, also
-    the batch sizes the parity checks run. `calib`: INT8 calibration inputs `{"frames", "wave", ...}` (numpy); without
+    the batch sizes the parity checks run. `checkpoint`: a caeav checkpoint directory whose inference files are copied
+    into the bundle's `checkpoint/` (checksummed like the graphs; `caeav parity` and `--engine torch` use it, wherever
+    the bundle is moved). `calib`: INT8 calibration inputs `{"frames", "wave", ...}` (numpy); without
     it the sample inputs are used and the manifest says so. `source`: how to rebuild the model (`caeav.export.source`).
     """
     from caeav import __version__
@@ -153,6 +155,10 @@ def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] 
             preflight_bundle_graphs(tmp, variants)
         files = {name: {"file": name, "sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
                  for name in ("empty_caption.npy", "postprocess.json")}
+        if checkpoint is not None:
+            from caeav.export.source import embed_checkpoint
+
+            files.update(embed_checkpoint(checkpoint, tmp))
         manifest = {
             "format": FORMAT, "caeav_version": __version__, "task": cfg.task.name, "config": cfg.to_dict(),
             "source": source, "segments": int(cfg.task.segments), "image_size": int(cfg.task.input_size),

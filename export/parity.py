@@ -209,7 +209,7 @@ def _input_sets(cfg, manifest, batches, seed, clips, st_dim, bundle) -> list[tup
     return sets
 
 
-def run_parity(bundle, engine: str = "ort", clips=None, seed: int = 1, write: bool = True,
+def run_parity(bundle, engine: str = "ort", clips=None, seed: int = 1, write: bool = True, checkpoint=None,
                log: Callable[[str], None] = lambda s: None) -> dict:
     """Compare the bundle with PyTorch (module doc); returns the "parity" record (also written to the manifest)."""
     from caeav.calibration.validate import compare_outputs
@@ -218,7 +218,7 @@ def run_parity(bundle, engine: str = "ort", clips=None, seed: int = 1, write: bo
 
     bundle = Path(bundle)
     manifest = verify_bundle(bundle)
-    model, cfg = rebuild(manifest["source"], manifest["config"])
+    model, cfg = rebuild(manifest["source"], manifest["config"], bundle=bundle, checkpoint=checkpoint)
     tower = text_tower(cfg, load_weights=manifest["source"]["kind"] != "random")
     head_inputs = tuple(i["name"] for i in manifest["graphs"]["head"]["inputs"])
     st_dim = next((i["shape"][-1] for i in manifest["graphs"]["head"]["inputs"] if i["name"] == "st"), 0)

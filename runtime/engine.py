@@ -12,6 +12,7 @@ machine, else ``ort``). Batches larger than the bundle's maximum are split.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -82,6 +83,9 @@ def _ort_graphs(bundle: Bundle, precision: str, providers, threads, notes: list)
 
 
 def _trt_graphs(bundle: Bundle, precision: str) -> dict:
+    if importlib.util.find_spec("tensorrt") is None:
+        raise CaeavError("--engine trt: TensorRT is not installed here (its Python package `tensorrt` is missing; "
+                         "JetPack ships it, or pip install tensorrt on a CUDA machine); use --engine ort")
     problems = [p for p in (engine_problem(bundle, n, precision) for n in GRAPHS) if p]
     if problems:
         raise BundleError(problems[0])

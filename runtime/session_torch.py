@@ -19,17 +19,19 @@ from caeav.errors import BundleError
 
 def reference_model(bundle, checkpoint: Optional[os.PathLike] = None):
     """(PyTorch model in eval mode, its ModelConfig) with the bundle's weights (module docstring)."""
+    from caeav.export.source import rebuild
     from caeav.model.checkpoint import load_checkpoint
 
+    source = bundle.manifest.get("source")
+    for rel, entry in (bundle.manifest.get("files") or {}).items():  # the bundle's own checkpoint/ is checksummed
+        if rel.startswith("checkpoint/") and checkpoint is None:
+            bundle.verified(rel, entry.get("sha256"))
+    if isinstance(source, dict) and source.get("kind") in ("checkpoint", "random"):
+        return rebuild(source, bundle.manifest.get("config"), bundle=bundle.path, checkpoint=checkpoint)
     if checkpoint is not None:
         return load_checkpoint(checkpoint, device="cpu")
     if (bundle.path / "checkpoint").is_dir():
         return load_checkpoint(bundle.path / "checkpoint", device="cpu")
-    source = bundle.manifest.get("source")
-    if isinstance(source, dict) and source.get("kind") in ("checkpoint", "random"):
-        from caeav.export.source import rebuild
-
-        return rebuild(source, bundle.manifest.get("config"))
     raise BundleError(f"{bundle.path}: the torch engine needs the model weights and the manifest does not say where "
                       "they came from: pass --checkpoint DIR (a caeav checkpoint)")
 

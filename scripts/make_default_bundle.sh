@@ -21,9 +21,7 @@ rm -rf "$work/data" "$work/run" "$work/bundle"
 dest=caeav/assets/default
 rm -rf "$dest.new" && mkdir -p "$dest.new"
 cp -r "$work/bundle" "$dest.new/bundle"
-# the trained weights, so `caeav infer --engine torch` and the parity test can compare against PyTorch
-mkdir -p "$dest.new/bundle/checkpoint"
-cp "$work/run/best/model.safetensors" "$work/run/best/config.json" "$dest.new/bundle/checkpoint/"
+# the trained weights travel inside the bundle (checkpoint/, checksummed in the manifest): `caeav export` copies them
 # the sample: the first clip of the synthetic test split (never seen in training)
 test_id=$(head -1 "$work/data/testSet.txt" | cut -d'&' -f2)
 sample=$(find "$work/data" -name "$test_id.mp4" | head -1)

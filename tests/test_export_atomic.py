@@ -13,7 +13,7 @@ from caeav.cli.main import main
 from caeav.config import load_config
 from caeav.errors import BundleError, ExportError
 from caeav.export.manifest import verify_bundle
-from caeav.export.source import checkpoint_source, random_model, random_source, rebuild, text_tower
+from caeav.export.source import checkpoint_source, embed_checkpoint, random_model, random_source, rebuild, text_tower
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,9 @@ def test_checkpoint_round_trip(tiny, tmp_path):
     save_checkpoint(model, cfg, tmp_path / "ckpt")
     source = checkpoint_source(tmp_path / "ckpt")
     assert source["kind"] == "checkpoint" and len(source["sha256"]) == 64
-    again, cfg2 = rebuild(source)
+    assert source["path"] == "checkpoint"  # relative to the bundle: never a path of the export machine
+    embed_checkpoint(tmp_path / "ckpt", tmp_path / "bundle")
+    again, cfg2 = rebuild(source, bundle=tmp_path / "bundle")
     assert cfg2.to_dict() == cfg.to_dict()
     frames = torch.randn(2, cfg.task.segments, 3, 64, 64)
     wave = torch.randn(2, cfg.task.segments, 32000) * 0.1

@@ -40,7 +40,9 @@ def synth(
 ) -> None:
     """Write a small deterministic synthetic dataset in the task's real on-disk format."""
     from caeav.data.synth import synth_dataset
+    from caeav.outputs import check_output_dir
 
+    check_output_dir(out, "--out")
     report = synth_dataset(task, out, seed=seed, clips=clips, media=media, num_classes=classes)
     counts = ", ".join(f"{split} {n}" for split, n in report.items.items())
     typer.echo(f"wrote a synthetic {report.task} dataset to {report.root} ({counts}; media: {'+'.join(report.media)})")

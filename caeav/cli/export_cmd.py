@@ -51,6 +51,9 @@ def export(
     calib: Optional[Path] = typer.Option(None, "--calib", help="int8: folder of videos or a dataset root"),
     batch: str = typer.Option("1:2:8", "--batch", help="MIN:OPT:MAX batch sizes (TensorRT profile, parity)"),
     seed: int = typer.Option(0, "--seed", help="seed of --random-weights and of the example inputs"),
+    embed: bool = typer.Option(True, "--embed-checkpoint/--no-checkpoint",
+                               help="copy the checkpoint's weights into the bundle (checkpoint/), for `caeav parity` "
+                                    "and `--engine torch` wherever the bundle goes"),
     overrides: Optional[List[str]] = typer.Argument(None, help="config overrides key=value (with --config)"),
 ) -> None:
     """Export a model into a deployable bundle: ONNX graphs (+ FP16 / INT8 variants, TensorRT engines)."""
@@ -60,6 +63,9 @@ def export(
     if (checkpoint is None) == (not random_weights):
         raise ExportError("give either --checkpoint DIR or --config PRESET --random-weights")
     lo, opt, hi = parse_batch(batch)
+    from caeav.outputs import check_output_dir
+
+    check_output_dir(out, "--out")
 
     from caeav.config import canonical_task, load_config
     from caeav.export.bundle import export_bundle
@@ -69,7 +75,7 @@ def export(
         model, cfg = src.checkpoint_model(checkpoint)
         if task and canonical_task(task) != cfg.task.name:
             raise ExportError(f"checkpoint {checkpoint} is a {cfg.task.name} model, not {task}")
-        origin = src.checkpoint_source(checkpoint)
+        origin = src.checkpoint_source(checkpoint, embedded=embed)
         tower = src.text_tower(cfg, load_weights=True)
     else:
         cfg = load_config(config or "tiny", task or "ave", overrides or [])
@@ -84,7 +90,7 @@ def export(
                                           size=cfg.task.input_size, max_clips=32)
     precisions = ("fp32",) + tuple(p for p in ("fp16", "int8") if p in wanted)
     path = export_bundle(model, tower, out, source=origin, precisions=precisions, batch=(lo, opt, hi),
-                         calib=calib_inputs, seed=seed, log=lambda s: typer.echo(f"  {s}", err=True))
+                         calib=calib_inputs, seed=seed, checkpoint=checkpoint if embed else None, log=lambda s: typer.echo(f"  {s}", err=True))
     typer.echo(f"bundle written: {path}")
     if engine == "trt":
         for p in wanted:

@@ -8,7 +8,9 @@ line on stderr and a non-zero exit code; nothing prints a traceback unless CAEAV
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 import typer
 
@@ -19,7 +21,7 @@ from caeav.cli import train_cmd
 from caeav.cli import export_cmd, parity_cmd
 from caeav.cli import infer_cmd
 from caeav.cli import bench_cmd
-from caeav.errors import CaeavError
+from caeav.errors import CaeavError, Terminated
 
 app = typer.Typer(
     name="caeav",
@@ -53,11 +55,55 @@ def _one_line(exc: BaseException) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `caeav` console script."""
-    debug = os.environ.get("CAEAV_DEBUG") == "1"
+def _click_exceptions():
+    """The click exception module typer raises from: typer >= 0.26 vendors click as `typer._click`."""
     try:
-        app(args=argv, standalone_mode=False)
+        from typer import _click as vendored
+
+        return vendored.exceptions
+    except ImportError:  # older typer: plain click
+        import click
+
+        return click.exceptions
+
+
+_SIGNALS = {"SIGINT": 130, "SIGTERM": 143}
+_received: list[str] = []
+
+
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM becomes the same clean stop as Ctrl-C (every command saves what it has on KeyboardInterrupt)."""
+    _received.append("SIGTERM")
+    raise Terminated()
+
+
+def _interrupted() -> int:
+    name = _received[-1] if _received else "SIGINT"
+    typer.echo(f"caeav: interrupted by {name}; stopped", err=True)
+    return _SIGNALS[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `caeav` console script.
+
+    Exit codes: 0 done, 1 failed checks (e.g. parity), 2 a usage error or a user error (`CaeavError`), 3 a missing
+    package, 130 interrupted (SIGINT), 143 terminated (SIGTERM). A usage error prints click's usage line and one
+    message; every other error prints one line; CAEAV_DEBUG=1 shows tracebacks instead.
+    """
+    debug = os.environ.get("CAEAV_DEBUG") == "1"
+    click_exc = _click_exceptions()
+    _received.clear()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        rv = app(args=argv, standalone_mode=False)
+        # typer turns KeyboardInterrupt (and our SIGTERM) into `Exit(130)` and returns its code here
+        if rv == 130 or _received:
+            return _interrupted()
+        return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+    except KeyboardInterrupt:
+        return _interrupted()
     except CaeavError as exc:
         if debug:
             raise
@@ -72,22 +118,17 @@ def main(argv: list[str] | None = None) -> int:
             err=True,
         )
         return 3
-    except KeyboardInterrupt:
-        typer.echo("caeav: interrupted", err=True)
-        return 130
-    except SystemExit as exc:  # typer/click usage errors already printed their message
+    except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
-    except Exception as exc:  # click's own usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            typer.echo("caeav: aborted", err=True)
-            return 1
-        raise
-    return 0
+    except click_exc.ClickException as exc:  # usage errors: usage line + one message, exit 2
+        exc.show()
+        return exc.exit_code
+    except click_exc.Abort:
+        typer.echo("caeav: aborted", err=True)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

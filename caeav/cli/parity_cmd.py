@@ -16,6 +16,8 @@ def parity(
     engine: str = typer.Option("ort", "--engine", help="ort (onnxruntime CPU) or trt (the bundle's engines)"),
     clips: Optional[Path] = typer.Option(None, "--clips", help="also compare on real clips from this folder"),
     seed: int = typer.Option(1, "--seed", help="seed of the random test inputs"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="the caeav checkpoint the bundle was "
+                                              "exported from (default: the bundle's own checkpoint/)"),
 ) -> None:
     """Run the same inputs through PyTorch and the bundle; write the results into its manifest ("parity") and exit
     non-zero when a precision misses the bundle's tolerances."""
@@ -23,7 +25,7 @@ def parity(
         raise ExportError(f"--engine must be ort or trt, got {engine!r}")
     from caeav.export.parity import run_parity, summary_lines
 
-    report = run_parity(bundle, engine=engine, clips=clips, seed=seed,
+    report = run_parity(bundle, engine=engine, clips=clips, seed=seed, checkpoint=checkpoint,
                         log=lambda s: typer.echo(f"  {s}", err=True))
     for line in summary_lines(report):
         typer.echo(line)

@@ -32,6 +32,9 @@ def train(
     from caeav.train.run import train as run_training
     from caeav.train.trainer import TrainOptions
 
+    from caeav.outputs import check_output_dir
+
+    check_output_dir(out or Path("runs"), "--out")
     cfg, run_dir = prepare_run(task, config, str(out) if out else None, overrides or [], resume)
     if devices > 1 and not distributed.under_torchrun():
         argv = ["train", task, "--config", config, "--data-root", str(data_root), "--out", str(run_dir),

@@ -132,6 +132,9 @@ class AVMoEConfig:
     pre_ln: bool = True
     post_ln: bool = True
     ua_attention: str = "none"  # none | paramfree (AVVP) | mhsa (AVS v1) | latent (AVS v2)
+    # mhsa only: "tokens" attends over the L tokens of each frame (caeav, decisions D2); "batch" reproduces the
+    # authors' sequence-first call on [BT, L, C], which attends over the BT frames of the batch per token
+    ua_mhsa_axis: str = "tokens"
     skip_num: int = 2  # stages whose (index+1) % skip_num == 0 get no adapters; <=1 = none skipped
     router_hidden: tuple = (128, 32)
     router_noise_std: float = 0.0

@@ -5,8 +5,11 @@ every batch size of its profile (min, 2, opt, max).
 Per graph, each graph gets the PyTorch inputs of its stage (so an error is pinned to one graph) and Polygraphy's
 comparator judges FP32 outputs elementwise (|a - b| <= atol + rtol·|b|). End to end, the ONNX chain
 caption_projector -> encoder -> head is compared with `CAEAV.forward`: max/mean absolute error and cosine of every
-head output, and agreement of the task's predictions (AVE segment labels, AVVP event sets, AVQA answers, AVS mask
-pixels), computed with the numpy rules the runtime uses.
+head output, and agreement of the task's predictions, computed with the numpy rules the runtime uses
+(`task_predictions`): AVE segment labels, AVVP events (per class and segment), AVQA answers (argmax: the share of
+questions answered identically), AVS mask pixels (logit > 0: the share of pixels of every predicted mask that
+are the same). The record names what was compared (`agreement_of`) and how many (`agreeing` of `compared`, summed
+over the inputs); `agreement` is the worst input's share.
 
 Pass criteria (the manifest's `tolerances`): fp32: head outputs max abs error <= max_abs (except clips whose
 error is proven to be a CASE top-K near-tie flipping, `caeav.export.parity_ties`), predictions identical,
@@ -26,6 +29,9 @@ from caeav.errors import ExportError
 from caeav.export.parity_ties import flip_hook, tie_exemptions, topk_gaps
 
 POLYGRAPHY_TOL = {"atol": 1e-4, "rtol": 1e-3}
+# what `agreement` counts, per task
+AGREEMENT_OF = {"ave": "segment labels", "avvp": "events", "avqa": "answers", "avs_s4": "mask pixels",
+                "avs_ms3": "mask pixels"}
 
 
 def task_predictions(task: str, outputs: dict, segments: int) -> dict[str, np.ndarray]:
@@ -47,10 +53,13 @@ def task_predictions(task: str, outputs: dict, segments: int) -> dict[str, np.nd
     return {"masks": avs_predict(outputs["masks"], segments)}
 
 
-def _agreement(ref: dict, test: dict) -> float:
-    equal = sum(int((ref[k] == test[k]).sum()) for k in ref)
-    total = sum(int(ref[k].size) for k in ref)
-    return equal / max(total, 1)
+def prediction_agreement(task: str, ref: dict, test: dict) -> dict:
+    """{"agreement_of", "agreeing", "compared", "agreement", "identical"} of two `task_predictions` results."""
+    agreeing = sum(int((ref[k] == test[k]).sum()) for k in ref)
+    compared = sum(int(ref[k].size) for k in ref)
+    share = agreeing / max(compared, 1)
+    return {"agreement_of": AGREEMENT_OF.get(task, "predictions"), "agreeing": agreeing, "compared": compared,
+            "agreement": share, "identical": agreeing == compared}
 
 
 def _ort_runner(path: Path) -> Callable[[dict], dict]:
@@ -177,7 +186,7 @@ def _merge(acc: dict, new: dict) -> None:
     for key, value in new.items():
         if isinstance(value, dict):
             _merge(acc.setdefault(key, {}), value)
-        elif key in ("clips", "tie_exempt_clips"):
+        elif key in ("clips", "tie_exempt_clips", "agreeing", "compared"):
             acc[key] = acc.get(key, 0) + value
         elif key in ("max_abs", "max_abs_checked"):
             acc[key] = max(acc.get(key, 0.0), value)
@@ -249,9 +258,8 @@ def run_parity(bundle, engine: str = "ort", clips=None, seed: int = 1, write: bo
                 if precision == "fp32" and engine == "ort":
                     stats["graphs"][name]["polygraphy_pass"] = _polygraphy_pass(per[name], got, name)
             out = _chain(runners, feeds)
-            agree = _agreement(task_predictions(task, e2e, T), task_predictions(task, out, T))
-            stats["end_to_end"] = {"outputs": compare_outputs(e2e, out), "agreement": agree,
-                                   "identical": agree == 1.0}
+            agree = prediction_agreement(task, task_predictions(task, e2e, T), task_predictions(task, out, T))
+            stats["end_to_end"] = {"outputs": compare_outputs(e2e, out), **agree}
             if precision == "fp32":
                 flipped = lambda call, rows, hf=head_feeds: ref.head_flipped(hf, call, rows)  # noqa: E731
                 stats["end_to_end"].update(tie_exemptions(out, e2e, gaps, len(feeds["frames"]), max_abs, flipped))
@@ -275,7 +283,7 @@ def _failures(precision: str, acc: dict, tol: dict) -> list[str]:
         if worst > tol.get("max_abs", 1e-4):
             out.append(f"head outputs max abs error {worst:.3g} > {tol.get('max_abs', 1e-4):g}")
         if not e2e["identical"]:
-            out.append(f"predictions differ (agreement {e2e['agreement']:.4f})")
+            out.append(f"{e2e.get('agreement_of', 'predictions')} differ (agreement {e2e['agreement']:.4f})")
         bad = [g for g, s in acc["graphs"].items() if s.get("polygraphy_pass") is False]
         if bad:
             out.append(f"Polygraphy comparison failed for {', '.join(bad)}")
@@ -284,7 +292,7 @@ def _failures(precision: str, acc: dict, tol: dict) -> list[str]:
     if "cosine" in tol and cos < tol["cosine"]:
         out.append(f"encoder feature cosine {cos:.5f} < {tol['cosine']}")
     if "agreement" in tol and e2e["agreement"] < tol["agreement"]:
-        out.append(f"prediction agreement {e2e['agreement']:.4f} < {tol['agreement']}")
+        out.append(f"agreement of {e2e.get('agreement_of', 'predictions')} {e2e['agreement']:.4f} < {tol['agreement']}")
     return out
 
 
@@ -296,8 +304,10 @@ def summary_lines(report: dict) -> list[str]:
         worst = max(o["max_abs"] for o in e2e["outputs"].values())
         cos = min(o["cosine"] for o in r["graphs"]["encoder"].values() if isinstance(o, dict))
         status = "PASS" if r["passed"] else "FAIL: " + "; ".join(r["failures"])
-        lines.append(f"  {precision}: head max abs {worst:.3g}, encoder cosine {cos:.6f}, "
-                     f"prediction agreement {e2e['agreement']:.4f}  {status}")
+        counts = f" ({e2e['agreeing']:,} of {e2e['compared']:,} in all)" if "compared" in e2e else ""
+        lines.append(f"  {precision}: head max |Δ| {worst:.3g}, encoder cosine {cos:.6f}, "
+                     f"agreement of {e2e.get('agreement_of', 'predictions')} {e2e['agreement']:.4f}{counts}  "
+                     f"{status}")
         if e2e.get("tie_exempt_clips"):
             lines.append(f"    {e2e['tie_exempt_clips']} of {e2e['clips']} clips exempt from max abs (a CASE top-K "
                          f"near-tie flipped, see caeav.export.parity_ties); the other clips: max abs "

@@ -83,12 +83,14 @@ def _ort_graphs(bundle: Bundle, precision: str, providers, threads, notes: list)
 
 
 def _trt_graphs(bundle: Bundle, precision: str) -> dict:
-    if importlib.util.find_spec("tensorrt") is None:
+    problems = [p for p in (engine_problem(bundle, n, precision) for n in GRAPHS) if p]
+    missing = importlib.util.find_spec("tensorrt") is None
+    if problems:  # what is wrong with the bundle's engines comes first: it holds whatever machine this is
+        raise BundleError(problems[0] + ("; TensorRT is not installed here either (its Python package `tensorrt`)"
+                                         if missing else ""))
+    if missing:
         raise CaeavError("--engine trt: TensorRT is not installed here (its Python package `tensorrt` is missing; "
                          "JetPack ships it, or pip install tensorrt on a CUDA machine); use --engine ort")
-    problems = [p for p in (engine_problem(bundle, n, precision) for n in GRAPHS) if p]
-    if problems:
-        raise BundleError(problems[0])
     from .session_trt import TrtSession
 
     out = {}

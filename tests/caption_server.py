@@ -1,8 +1,10 @@
 """A local OpenAI-compatible chat-completions server for the caption tests (stdlib http.server in a thread).
 
 It answers deterministic captions derived from the request (clip id header, number and mean grey level of the JPEG
-frames, WAV length and rate), records every request, and can be told to fail a (clip, modality) with HTTP 500/429 a
-number of times, to sleep past the client's timeout, or to answer slowly.
+frames, WAV length and rate), records every request, and can be told to fail a (clip, modality) with HTTP 500/429 or a
+garbage answer (a body that is not JSON, no `choices`) a number of times, to sleep past the client's timeout, to answer
+slowly, to hang every request after the first few answers, or to go away (stop listening) after a number of answers.
+Every wait ends when the server is closed, so a test never waits on it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import base64
 import io
 import json
 import threading
-import time
 import urllib.parse
 import wave
 from collections import Counter
@@ -54,14 +55,21 @@ def caption_for(clip: str, parts: dict) -> str:
 class CaptionServer:
     """`with CaptionServer() as srv:` → `srv.url` (ends in /v1). Set `fail`, `sleep`, `delay` before requests."""
 
-    def __init__(self):
+    def __init__(self, port: int = 0):
         self.requests: list[tuple[str, str]] = []  # (clip, modality) per chat request, failed ones included
         self.answered: list[tuple[str, str]] = []  # (clip, modality) per caption sent back
         self.bodies: dict[tuple[str, str], dict] = {}
-        self.fail: dict[tuple[str, str], list] = {}  # key -> HTTP statuses to answer first, in order (-1 = forever 500)
+        # key -> what to answer first, in order: an HTTP status, "garbage" (200, not JSON) or "empty" (200, no
+        # choices); [-1] = HTTP 500 forever
+        self.fail: dict[tuple[str, str], list] = {}
         self.sleep: dict[tuple[str, str], int] = {}  # key -> how many first requests sleep `sleep_s`
         self.sleep_s = 1.0
         self.delay = 0.0  # seconds every answer takes
+        self.hang_after = None  # after this many answers, every chat request hangs `hang_s` (then answers 503)
+        self.hang_s = 60.0
+        self.die_after = None  # after this many answers the server stops listening: connections are refused
+        self.closed = threading.Event()
+        self.models_status = 200  # of GET /v1/models
         self.in_flight = 0
         self.max_in_flight = 0
         self.lock = threading.Lock()
@@ -84,8 +92,20 @@ class CaptionServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
+            def _send_raw(self, status: int, data: bytes):
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
             def do_GET(self):
-                if self.path.rstrip("/") == "/v1/models":
+                if server.models_status != 200:
+                    self._send(server.models_status, {"error": "planned"})
+                elif self.path.rstrip("/") == "/v1/models":
                     self._send(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
                 else:
                     self._send(404, {"error": "not found"})
@@ -96,7 +116,7 @@ class CaptionServer:
                     return self._send(404, {"error": "not found"})
                 server._answer(self, body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -116,17 +136,27 @@ class CaptionServer:
             plan = self.fail.get(key, [])
             if plan and (plan[0] == -1 or n < len(plan)):
                 status = 500 if plan[0] == -1 else plan[n]
+                if status == "garbage":
+                    return handler._send_raw(200, b"<html>upstream hiccup</html>")
+                if status == "empty":
+                    return handler._send(200, {"id": "x", "object": "chat.completion", "choices": []})
                 return handler._send(status, {"error": "planned failure"}, [("Retry-After", "0")] if status == 429 else [])
             if n < self.sleep.get(key, 0):
-                time.sleep(self.sleep_s)
+                self.closed.wait(self.sleep_s)
                 return handler._send(200, {"error": "too late"})
-            time.sleep(self.delay)
+            if self.hang_after is not None and len(self.answered) >= self.hang_after:
+                self.closed.wait(self.hang_s)
+                return handler._send(503, {"error": "hung"})
+            self.closed.wait(self.delay)
             answer = {"id": "x", "object": "chat.completion", "model": body["model"],
                       "choices": [{"index": 0, "message": {"role": "assistant", "content": caption_for(clip, parts)},
                                    "finish_reason": "stop"}]}
             with self.lock:  # before sending: the client may finish its run as soon as the answer arrives
                 self.answered.append(key)
+                dying = self.die_after is not None and len(self.answered) >= self.die_after
             handler._send(200, answer)
+            if dying:
+                threading.Thread(target=self.close, daemon=True).start()
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -140,6 +170,50 @@ class CaptionServer:
             return Counter(self.answered)
 
     def __enter__(self) -> "CaptionServer":
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop listening (idempotent): later connections are refused; waiting handlers end at once."""
+        with self.lock:
+            if self.closed.is_set():
+                return
+            self.closed.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class PlainServer:
+    """A loopback HTTP server that is not an OpenAI-compatible one: every request gets `status` and an HTML page."""
+
+    def __init__(self, status: int = 200):
+        self.hits: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _page(self):
+                owner.hits.append(f"{self.command} {self.path}")
+                data = b"<html><body>hello</body></html>"
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _page
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "PlainServer":
         self.thread.start()
         return self
 

@@ -143,6 +143,43 @@ def test_mhsa_attends_within_each_frame():
     torch.testing.assert_close(m.ua[0](x[:1], other[:1]), full[:1])
 
 
+def test_mhsa_batch_axis_is_the_authors_sequence_first_call():
+    """`ua_mhsa_axis=batch`: exactly the authors' `nn.MultiheadAttention` (sequence-first) applied to [BT, L, C]."""
+    torch.manual_seed(0)
+    m = MoEAdapter(**SMALL, cfg=small_cfg(ua_attention="mhsa", ua_mhsa_axis="batch"), gated=False).eval()
+    expert = m.ua[0]
+    authors = torch.nn.MultiheadAttention(SMALL["dim_self"], 4, dropout=0.2)  # batch_first=False, as their code
+    authors.load_state_dict(expert.mhsa.state_dict())  # same keys: checkpoints are interchangeable
+    authors.eval()
+    x, y = inputs(bt=6)
+    with torch.no_grad():
+        reference = expert.bottleneck(authors(x, x, x)[0])  # their call: x [BT, L, C] read as [seq, batch, C]
+        got = expert(x, m.align(y))
+    assert torch.equal(got, reference)
+    with torch.no_grad():  # across the batch: one frame's output depends on the other frames
+        assert not torch.allclose(expert(x[:1]), got[:1], atol=1e-4)
+        default = MoEAdapter(**SMALL, cfg=small_cfg(ua_attention="mhsa"), gated=False).eval().ua[0]
+        default.load_state_dict(expert.state_dict())
+        assert not torch.allclose(default(x), got, atol=1e-4)  # the default attends over tokens: another result
+
+
+def test_mhsa_axis_is_recorded_in_the_config():
+    cfg = load_config("tiny", "avs_s4", ["task.avmoe.ua_mhsa_axis=batch"])
+    assert cfg.to_dict()["task"]["avmoe"]["ua_mhsa_axis"] == "batch"  # -> checkpoint config.json and manifest
+    assert type(cfg).from_dict(cfg.to_dict()).task.avmoe.ua_mhsa_axis == "batch"
+    assert load_config("paper", "avs_s4").task.avmoe.ua_mhsa_axis == "tokens"  # caeav's axis stays the default
+    old = load_config("tiny", "avs_s4").to_dict()
+    del old["task"]["avmoe"]["ua_mhsa_axis"]  # a config written before the flag existed
+    assert type(cfg).from_dict(old).task.avmoe.ua_mhsa_axis == "tokens"
+
+
+@pytest.mark.parametrize("task", ["avs_s4", "avs_ms3"])
+def test_avs_latent_tokens_are_the_authors_87(task):
+    """The authors' AVS MoEAdapter calls never pass num_tokens, so their adapters keep the class default of 87."""
+    assert load_config("paper", task).task.avmoe.num_latent_tokens == 87
+    assert load_config("base", task).task.avmoe.num_latent_tokens == 87
+
+
 def test_alignment_orders_agree():
     """The cheaper product order (channel map first) equals the code's order (token mixing first)."""
     assert not MoEAdapter(**SMALL, cfg=small_cfg(), gated=False).channel_first
@@ -163,6 +200,8 @@ def test_config_errors_are_clear():
         MoEAdapter(**SMALL, cfg=small_cfg(groups=3), gated=True)
     with pytest.raises(ConfigError, match="ua_attention"):
         MoEAdapter(**SMALL, cfg=small_cfg(ua_attention="bogus"), gated=True)
+    with pytest.raises(ConfigError, match="ua_mhsa_axis"):
+        MoEAdapter(**SMALL, cfg=small_cfg(ua_attention="mhsa", ua_mhsa_axis="frames"), gated=True)
     with pytest.raises(ConfigError, match="expert"):
         MoEAdapter(**SMALL, cfg=small_cfg(num_cma=0, num_ua=0), gated=True)
 
@@ -213,15 +252,19 @@ def test_official_keys_load_strictly():
 @pytest.mark.filterwarnings("ignore:# The axis name")  # x and y share the batch Dim, which is the point
 @pytest.mark.parametrize(
     "attention,dims",
-    [*((a, SMALL) for a in UA_ATTENTION), ("none", SWAPPED)],
-    ids=[*UA_ATTENTION, "none-channel_first"],
+    [*((a, SMALL) for a in UA_ATTENTION), ("none", SWAPPED), ("mhsa-batch", SMALL)],
+    ids=[*UA_ATTENTION, "none-channel_first", "mhsa-batch"],
 )
 def test_onnx_export_runs_in_onnxruntime_at_two_batch_sizes(attention, dims, tmp_path):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
+    from caeav.export.preflight import check_model
+
     torch.manual_seed(0)
-    m = randomize_(MoEAdapter(**dims, cfg=small_cfg(ua_attention=attention, num_ua=2), gated=True)).eval()
+    attention, _, axis = attention.partition("-")
+    cfg = small_cfg(ua_attention=attention, num_ua=2, ua_mhsa_axis=axis or "tokens")
+    m = randomize_(MoEAdapter(**dims, cfg=cfg, gated=True)).eval()
     batch = torch.export.Dim("batch", min=1, max=1024)
     path = tmp_path / "avmoe.onnx"
     program = torch.onnx.export(
@@ -233,6 +276,7 @@ def test_onnx_export_runs_in_onnxruntime_at_two_batch_sizes(attention, dims, tmp
     graph = onnx.load(str(path))
     assert {op.domain: op.version for op in graph.opset_import}.get("", None) == 18
     assert not {n.op_type for n in graph.graph.node} & {"If", "Loop", "Attention", "NonZero"}
+    assert check_model(graph) == []  # the TensorRT pre-flight of `caeav export`
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for bt in (2, 7):
         x, y = inputs(bt=bt, seed=bt, dims=dims)

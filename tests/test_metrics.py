@@ -191,6 +191,59 @@ def test_fscore_thresholds_are_255_float32_values_from_0_to_exactly_1():
     assert np.all(np.diff(th) > 0) and np.allclose(np.diff(th), 1 / 254, atol=1e-7)
 
 
+def test_fscore_thresholds_are_bit_identical_to_torch_linspace():
+    torch = pytest.importorskip("torch")
+    expected = torch.linspace(0, 1 - 1e-10, 255, device="cpu").numpy()
+    assert expected.dtype == np.float32
+    assert np.array_equal(fscore_thresholds().view(np.uint32), expected.view(np.uint32))
+
+
+def test_fscore_thresholds_table_is_packaged_and_read_only():
+    from importlib import resources
+
+    from caeav.metrics.avs import THRESHOLD_TABLE, _threshold_table
+
+    assert resources.files("caeav").joinpath("assets", "reference", THRESHOLD_TABLE).is_file()
+    assert not _threshold_table().flags.writeable
+    th = fscore_thresholds()
+    th[0] = 0.5  # a caller's copy: the table the metric uses is unchanged
+    assert fscore_thresholds()[0] == 0.0
+
+
+# thresholds where the scalar linspace formula is one float32 ulp away from torch's CPU kernel
+ULP_OFF = [143, 144, 145, 146, 147, 148, 149, 167, 168, 169, 170, 171, 172, 173, 207, 208, 209, 210, 236, 237]
+
+
+def official_fcurve(prob, gt, beta2=0.3):
+    """AVSBench `_eval_pr` + F for one frame, written as the official loop: positive at th iff prob >= th."""
+    curve = []
+    for th in fscore_thresholds():
+        pos = (prob >= th).astype(np.float32)
+        tp = np.float32((pos * gt).sum())
+        prec, rec = tp / (np.float32(pos.sum()) + np.float32(1e-20)), tp / (np.float32(gt.sum()) + np.float32(1e-20))
+        with np.errstate(invalid="ignore"):
+            f = np.float32(1 + beta2) * prec * rec / (np.float32(beta2) * prec + rec)
+        curve.append(0.0 if np.isnan(f) else f)
+    return np.array(curve, np.float32)
+
+
+@pytest.mark.parametrize("index", [0, 1, 100, *ULP_OFF, 253, 254])
+def test_a_probability_on_a_threshold_counts_as_positive_there(index):
+    from caeav.metrics.avs import frame_fcurves
+
+    th = fscore_thresholds()
+    gt = np.array([[[1, 1], [0, 0]]])
+    prob = np.array([[[th[index], 0.0], [0.0, 0.0]]], np.float32)  # one GT pixel exactly on threshold `index`
+    curve = frame_fcurves(prob, gt, from_logits=False)[0]
+    assert np.array_equal(curve, official_fcurve(prob[0], gt[0]))
+    # at `index` (>=) the pixel is positive: P = 1, R = 1/2 (at threshold 0 all 4 pixels are: P = 1/2, R = 1);
+    # above it nothing is positive (F = 0)
+    expected = F(0.5, 1.0) if index == 0 else F(1.0, 0.5)
+    assert curve[index] == pytest.approx(expected, abs=1e-6)
+    if index < 254:
+        assert curve[index + 1] == 0.0
+
+
 def test_miou_non_empty_and_empty_ground_truth_frames():
     gt = np.array([[[1, 1], [0, 0]], [[0, 0], [0, 0]]])
     logits = np.array([[[5, -5], [5, -5]], [[5, -5], [-5, 0.0]]], np.float32)  # logit 0 -> not > 0.5 -> off

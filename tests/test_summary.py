@@ -71,3 +71,88 @@ def test_cli_bad_config_is_one_line(capsys):
     assert main(["model", "summary", "--config", "huge"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown config" in err[0]
+
+
+# ---------------------------------------------------------------- AVS against the authors' state dict
+
+def official_avs(task: str) -> dict:
+    """tests/data/official_avs_state_dicts.json.gz: counts and adapter key -> shape of the authors' AVS model."""
+    import gzip
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "official_avs_state_dicts.json.gz"
+    return json.loads(gzip.decompress(path.read_bytes()))[task]
+
+
+# authors' top-level modules -> caeav summary rows (the rest are parts caeav does not build, see summary.py)
+AUTHORS_ROWS = {
+    "swin": ["visual backbone (Swin-V2)"],
+    "vis_caste_blocks_p1": ["CASTE"], "audio_caste_blocks_p1": ["CASTE"],
+    "mapper": ["caption mapper"], "frame_adapter_v": ["caption bottlenecks"], "wav_adapter_a": ["caption bottlenecks"],
+    "case": ["CASE"],
+    **{f"{m}_moe_adapter_blocks_{p}": ["AVMoE adapters"] for m in ("vis", "audio") for p in ("p1", "p2")},
+    **{name: [f"head: {name}"] for name in ("x1_linear_", "x2_linear_", "x3_linear_", "x4_linear_", "audio_linear",
+                                            "tpavi_b1", "tpavi_b2", "tpavi_b3", "tpavi_b4", "path1", "path2",
+                                            "path3", "output_conv")},
+}
+
+
+@pytest.fixture(scope="module", params=["avs_s4", "avs_ms3"])
+def paper_avs(request):
+    from caeav.model.summary import summarize
+
+    return request.param, summarize(load_config("paper", request.param))
+
+
+def test_paper_avs_components_equal_the_authors_state_dict(paper_avs):
+    task, report = paper_avs
+    official = official_avs(task)
+    rows = report["components"]
+    expected: dict = {}
+    for module, names in AUTHORS_ROWS.items():
+        for name in names:
+            expected[name] = expected.get(name, 0) + official["components"][module]
+    assert {name: rows[name]["total"] for name in expected} == expected
+    assert rows["AVMoE adapters"]["total"] == {"avs_s4": 199_702_032, "avs_ms3": 111_142_016}[task]
+    core = ("audio backbone: HTS-AT core", "audio backbone: final norm + tscam + head (unused)", "audio front end (bn0)")
+    htsat = sum(rows[name]["total"] for name in core)
+    assert htsat + 1_083_456 == official["components"]["htsat"]  # + torchlibrosa's STFT/mel "parameters"
+
+
+def test_paper_avs_total_reconciles_with_the_authors_state_dict(paper_avs):
+    task, report = paper_avs
+    rec = report["authors_reconciliation"]
+    assert "table_ii_reconciliation" not in report  # Table II is the AVE model's
+    total = official_avs(task)["total_parameter_elements"]
+    assert rec["= total as the authors count it"] == total == rec["authors' state dict (Pred_endecoder, train_v2.sh options)"]
+    parts = [v for k, v in rec.items() if k.startswith("+ ")]
+    assert rec["caeav parameters"] + sum(parts) == total
+    assert rec["caeav parameters"] == report["totals"]["total"]
+    assert rec["AVMoE adapters (caeav)"] == rec["AVMoE adapters (authors' state dict)"]
+
+
+@pytest.mark.parametrize("task", ["avs_s4", "avs_ms3"])
+def test_paper_avs_adapter_keys_and_shapes_are_the_authors(task):
+    """Every authors' adapter entry (latent tokens [87, C] included) maps onto a caeav key of the same shape."""
+    from caeav.model.avmoe import convert_official_state_dict
+    from caeav.model.cae_av import build_model
+
+    enc = build_model(load_config("paper", task), device="meta").encoder
+    ours = {k: list(v.shape) for k, v in enc.state_dict().items() if "_moe_p" in k}
+    prefixes = {f"{m}_moe_adapter_blocks_{p}.": f"{n}_moe_{p}." for m, n in (("vis", "visual"), ("audio", "audio"))
+                for p in ("p1", "p2")}
+    theirs = {}
+    for key, shape in official_avs(task)["adapters"].items():
+        old = next(p for p in prefixes if key.startswith(p))
+        index, rest = key[len(old):].split(".", 1)
+        (new, value), = convert_official_state_dict({rest: shape}).items()
+        theirs[f"{prefixes[old]}{index}.{new}"] = value
+    assert theirs == ours
+    latent = [shape for key, shape in ours.items() if key.endswith(".latent")]
+    assert latent and all(shape[0] == 87 for shape in latent)
+
+
+def test_cli_prints_the_avs_reconciliation(capsys):
+    assert main(["model", "summary", "--config", "paper", "--task", "avs_s4"]) == 0
+    out = capsys.readouterr().out
+    assert "reconciliation with the authors' state dict" in out and "704,167,335" in out

@@ -5,22 +5,30 @@
 to the cache as soon as it arrives (one transaction per caption). So an interrupted run loses at most the answers in
 flight, and a rerun asks only for what is missing: it never asks twice for a caption it has.
 
-Up to `concurrency` clips are in flight at once (threads; each decodes its clip once and asks for its missing
-modalities in turn). Transient HTTP failures are retried by `ChatClient`; a clip whose retries run out, or whose media
-cannot be read, is recorded as a `Failure` and the run goes on. After `max_consecutive_failures` failed requests in a
-row (the endpoint is down, or refuses every request) the run stops early; the report says so.
+Before the run, `resolve_model` sends one quick pre-flight request (GET /v1/models): an endpoint that is unreachable or
+not an OpenAI-compatible server is one `CaptionError` line before anything is asked. Up to `concurrency` clips are in
+flight at once (daemon threads; each decodes its clip once and asks for its missing modalities in turn). Transient
+failures are retried by `ChatClient`; a clip whose retries run out, or whose media cannot be read, is recorded as a
+`Failure` and the run goes on. The run stops early (the report says why; what is cached stays) when
+`max_connection_failures` connection failures come in a row (the endpoint went away: the circuit breaker of
+`caeav.captions.breaker`) or `max_consecutive_failures` requests in a row fail (it refuses every request).
+
+Stopping is prompt: on an early stop or Ctrl-C the clips not started are dropped and the requests in flight are not
+waited for (their threads are daemons; an answer that arrives after the run ended is not written). Every cache write
+is one transaction under the run's write lock, so the cache is consistent whenever the run ends.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from caeav.errors import CaeavError, CaptionError
 
+from .breaker import Breaker, Cancelled
 from .cache import CaptionCache, file_sha256
 from .client import ChatClient
 from .prompts import PROMPT_VERSION, Decoding, audio_request, prompt_sha256, visual_request
@@ -65,13 +73,13 @@ class GenerateReport:
 
 
 def resolve_model(client: ChatClient, model: Optional[str]) -> str:
-    """The model to ask: `model`, or the only model the endpoint serves. Also checks that the endpoint answers."""
-    try:
-        served = client.models()
-    except CaptionError:
-        if model:  # some OpenAI-compatible servers do not list models; the first request will tell
+    """The model to ask: `model`, or the only model the endpoint serves. The pre-flight request of a run: one-line
+    CaptionError when the endpoint is unreachable, not OpenAI-compatible, or does not serve `model`."""
+    served = client.preflight(model)
+    if served is None:  # an OpenAI-compatible server that lists no models: the first request will tell
+        if model:
             return model
-        raise
+        raise CaptionError(f"{client.base} does not list its models; name the one to use with --model")
     if model:
         if served and model not in served:
             raise CaptionError(f"{client.base} serves {', '.join(served)}, not {model!r}")
@@ -85,64 +93,150 @@ def resolve_model(client: ChatClient, model: Optional[str]) -> str:
 class _Run:
     """State shared by the worker threads of one run."""
 
-    def __init__(self, cache, client, model, prompt_version, decoding, system, frame_size, max_failures):
+    def __init__(self, cache, client, model, prompt_version, decoding, system, frame_size, max_failures,
+                 max_connection_failures):
         self.cache, self.client, self.model, self.prompt_version = cache, client, model, prompt_version
         self.decoding, self.system, self.max_failures = decoding, system, max_failures
         self.params = {"decoding": decoding.params(), "prompt_sha256": prompt_sha256(), "frame_size": frame_size}
-        self.stop = threading.Event()
+        self.breaker = Breaker(max_connection_failures)
+        self.stop = self.breaker.stop
         self.lock = threading.Lock()
+        self.write_lock = threading.Lock()  # held by every cache write of a worker, and by `close`
+        self.closed = False
         self.in_a_row = 0
         self.generated = 0
 
     def _outcome(self, ok: bool) -> None:
         with self.lock:
             self.in_a_row = 0 if ok else self.in_a_row + 1
-            self.generated += int(ok)
             if self.max_failures and self.in_a_row >= self.max_failures:
                 self.stop.set()
+
+    def write(self, fn, *args, caption: bool = False, **kwargs) -> bool:
+        """Run one cache write unless the run has ended; False when it was not written."""
+        with self.write_lock:
+            if self.closed:
+                return False
+            fn(*args, **kwargs)
+            self.generated += int(caption)
+            return True
+
+    def close(self) -> None:
+        """End the run: stop every worker; a write in progress completes first, none starts after."""
+        self.stop.set()
+        with self.write_lock:
+            self.closed = True
 
     def request(self, job: ClipJob, modality: str, raw) -> dict:
         if modality == "visual":
             return visual_request(raw.frames, self.model, self.decoding, job.segments, self.system)
         return audio_request(raw.audio, self.model, self.decoding, job.segments, system=self.system)
 
-    def clip(self, job: ClipJob, missing: Sequence[str], need_hash: bool) -> list[Failure]:
-        """Caption the missing modalities of one clip; returns its failures."""
+    def clip(self, job: ClipJob, missing: Sequence[str], need_hash: bool) -> Optional[list[Failure]]:
+        """Caption the missing modalities of one clip; returns its failures, or None when the run stopped first."""
         if self.stop.is_set():
-            return []
+            return None
         try:
             if need_hash:
-                self.cache.add_clips([(job.clip_id, file_sha256(job.video), job.video)])
+                self.write(self.cache.add_clips, [(job.clip_id, file_sha256(job.video), job.video)])
             raw = job.load() if missing else None
         except CaeavError as exc:
             self._outcome(False)
             return [Failure(job.clip_id, m, f"media: {exc}") for m in missing]
-        failures = []
+        failures, finished = [], 0
         headers = {"X-Caeav-Clip": urllib.parse.quote(job.clip_id, safe="")}
         for modality in missing:
             if self.stop.is_set():
                 break
             try:
                 body = self.request(job, modality, raw)
-                done = self.client.complete(body, {**headers, "X-Caeav-Modality": modality})
+                done = self.client.complete(body, {**headers, "X-Caeav-Modality": modality}, guard=self.breaker)
                 params = {**self.params, "frames": job.segments, "attempts": done.attempts}
-                self.cache.put_caption(job.clip_id, modality, done.text, self.model, self.prompt_version,
-                                       endpoint=self.client.base, params=params, latency_s=round(done.latency_s, 4))
+                if not self.write(self.cache.put_caption, job.clip_id, modality, done.text, self.model,
+                                  self.prompt_version, endpoint=self.client.base, params=params,
+                                  latency_s=round(done.latency_s, 4), caption=True):
+                    break
+            except Cancelled:
+                break
             except CaptionError as exc:
                 failures.append(Failure(job.clip_id, modality, str(exc)))
                 self._outcome(False)
+            else:
+                self._outcome(True)
+            finished += 1
+        return failures if failures or finished == len(missing) else None
+
+    def stopped_reason(self) -> str:
+        if self.breaker.tripped:
+            return (f"{self.breaker.tripped_after} connection failures in a row to {self.client.base} "
+                    f"(last: {self.breaker.last})")
+        if self.max_failures and self.in_a_row >= self.max_failures:
+            return f"{self.in_a_row} requests failed in a row; check the endpoint"
+        return ""
+
+
+def _worker(run: _Run, todo: "queue.SimpleQueue", results: "queue.SimpleQueue") -> None:
+    while True:
+        try:
+            index, item = todo.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            failed = run.clip(*item)
+        except BaseException as exc:  # a bug in a worker: hand it to the main thread
+            results.put((index, exc))
+            return
+        results.put((index, failed))
+
+
+def _run_workers(run: _Run, todo: list, concurrency: int, report: GenerateReport, progress) -> None:
+    """Caption `todo` with up to `concurrency` daemon threads; returns when all are done or the run stops."""
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    results: queue.SimpleQueue = queue.SimpleQueue()
+    for entry in enumerate(todo):
+        pending.put(entry)
+    for k in range(min(max(1, int(concurrency)), len(todo))):
+        threading.Thread(target=_worker, args=(run, pending, results), name=f"caeav-caption-{k}", daemon=True).start()
+    done = 0
+    try:
+        while done < len(todo):
+            try:
+                index, failed = results.get(timeout=0.1)
+            except queue.Empty:
+                if run.stop.is_set():
+                    break  # an early stop: do not wait for requests in flight
                 continue
-            self._outcome(True)
-        return failures
+            if isinstance(failed, BaseException):
+                raise failed
+            done += 1
+            if failed is None:  # not captioned: the run is stopping
+                continue
+            report.failures.extend(failed)
+            if progress is not None:
+                progress(done, len(todo), todo[index][0].clip_id, failed)
+        run.close()
+        while True:  # clips that finished while the run stopped
+            try:
+                _, failed = results.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(failed, list):
+                report.failures.extend(failed)
+    finally:  # also on Ctrl-C: nothing is written after this, so the cache is consistent as it is
+        run.close()
 
 
 def generate_captions(jobs: Sequence[ClipJob], cache: CaptionCache, client: ChatClient, model: Optional[str] = None,
                       decoding: Decoding = Decoding(), concurrency: int = 4, prompt_version: str = PROMPT_VERSION,
                       frame_size: Optional[int] = None, system: Optional[str] = None,
                       progress: Optional[Callable[[int, int, str, list], None]] = None,
-                      max_consecutive_failures: int = 50) -> GenerateReport:
-    """Ask for every missing caption of `jobs`; see the module docstring. Returns the run's report."""
-    model = resolve_model(client, model)
+                      max_consecutive_failures: int = 50, max_connection_failures: int = 5,
+                      preflight: bool = True) -> GenerateReport:
+    """Ask for every missing caption of `jobs`; see the module docstring. Returns the run's report.
+
+    `preflight=False` skips the pre-flight request (the caller ran `resolve_model` and passes its `model`)."""
+    if preflight or not model:
+        model = resolve_model(client, model)
     report = GenerateReport(model, prompt_version, clips=len(jobs))
     have = cache.caption_keys(model, prompt_version)
     hashed = cache.video_hashes()
@@ -155,23 +249,11 @@ def generate_captions(jobs: Sequence[ClipJob], cache: CaptionCache, client: Chat
         if missing or need_hash:
             todo.append((job, missing, need_hash))
         report.requested += len(missing)
-    run = _Run(cache, client, model, prompt_version, decoding, system, frame_size, max_consecutive_failures)
-    pool = ThreadPoolExecutor(max_workers=max(1, int(concurrency)), thread_name_prefix="caeav-caption")
-    try:
-        futures = {pool.submit(run.clip, *item): item[0] for item in todo}
-        for done, future in enumerate(as_completed(futures), 1):
-            failed = future.result()
-            report.failures.extend(failed)
-            if progress is not None:
-                progress(done, len(futures), futures[future].clip_id, failed)
-    except BaseException:  # Ctrl-C: finish the requests in flight (their answers are stored), start no more
-        run.stop.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+    run = _Run(cache, client, model, prompt_version, decoding, system, frame_size, max_consecutive_failures,
+               max_connection_failures)
+    _run_workers(run, todo, concurrency, report, progress)
     report.generated = run.generated
-    if run.stop.is_set():
-        report.stopped = f"{run.in_a_row} requests failed in a row; check the endpoint and rerun"
+    report.stopped = run.stopped_reason()
     return report
 
 

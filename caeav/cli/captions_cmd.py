@@ -21,6 +21,7 @@ def default_cache(root: Path, task: str) -> Path:
 
 @app.command()
 def generate(
+    ctx: typer.Context,
     task: str = typer.Option(..., "--task", "-t", help="ave, avvp, avqa, avs_s4 (avs), avs_ms3"),
     root: Path = typer.Option(..., "--root", help="dataset folder (layout: `caeav data check`)"),
     endpoint: str = typer.Option(..., "--endpoint", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1"),
@@ -35,24 +36,36 @@ def generate(
     top_p: float = typer.Option(1.0, "--top-p"),
     max_tokens: int = typer.Option(96, "--max-tokens", min=1),
     timeout: float = typer.Option(120.0, "--timeout", help="seconds per request"),
-    retries: int = typer.Option(5, "--retries", min=0, help="retries per request on connection errors, 429, 5xx"),
+    retries: int = typer.Option(5, "--retries", min=0, help="retries per request on connection errors, 429, 5xx, "
+                                "answers that are not JSON or hold no caption"),
+    backoff: float = typer.Option(1.0, "--backoff", min=0.0, help="seconds before the first retry (doubles each time)"),
+    max_connection_failures: int = typer.Option(5, "--max-connection-failures", min=0,
+                                                help="stop the run after this many connection failures in a row "
+                                                "(0: never)"),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CAEAV_API_KEY", help="bearer token, if any"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Ask for the captions the cache lacks (resumable). vLLM: serve Qwen2.5-Omni with
-    `--limit-mm-per-prompt '{"image": 10, "audio": 1}'` (T frames per visual request)."""
+    `--limit-mm-per-prompt '{"image": 10, "audio": 1}'` (T frames per visual request).
+
+    A quick request checks the endpoint first: unreachable, or not an OpenAI-compatible server, is one line (exit 2).
+
+    After --max-connection-failures connection failures in a row the run stops and prints how to resume (exit 2).
+
+    Ctrl-C stops it at once (exit 130). Every caption received is kept in the cache."""
     from caeav.captions.client import ChatClient
-    from caeav.captions.generate import generate_captions, open_dataset_cache
+    from caeav.captions.generate import generate_captions, open_dataset_cache, resolve_model
     from caeav.captions.prompts import Decoding
     from caeav.captions.sources import dataset_jobs
     from caeav.data.layout import canonical
     from caeav.errors import CaptionError
 
     task = canonical(task)
+    client = ChatClient(endpoint, timeout=timeout, retries=retries, backoff=backoff, api_key=api_key)
+    model = resolve_model(client, model)  # the pre-flight request: before any work, before the cache is created
     jobs, notes = dataset_jobs(task, root, split or None, frame_size, media, annotations)
     for note in notes:
         typer.echo(f"note: {note}", err=True)
-    client = ChatClient(endpoint, timeout=timeout, retries=retries, api_key=api_key)
     decoding = Decoding(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
     step = max(1, len(jobs) // 20)
 
@@ -61,13 +74,43 @@ def generate(
             state = f"failed ({failed[0].message})" if failed else "ok"
             typer.echo(f"[{done}/{total}] {clip_id}: {state}", err=True)
 
-    with open_dataset_cache(cache or default_cache(root, task), task) as store:
+    cache_path = cache or default_cache(root, task)
+    with open_dataset_cache(cache_path, task) as store:
         report = generate_captions(jobs, store, client, model, decoding, concurrency, frame_size=frame_size,
-                                   progress=progress)
+                                   progress=progress, max_connection_failures=max_connection_failures,
+                                   preflight=False)
     typer.echo(report.summary())
+    if report.stopped:
+        raise CaptionError(f"stopped: {report.stopped}; {report.generated} new caption(s) kept in {cache_path} "
+                           f"({report.cached + report.generated} of {2 * report.clips}); resume with: "
+                           f"{resume_command(ctx)}")
     if not report.ok:
-        raise CaptionError(f"{len(report.failures)} caption(s) failed"
-                           + (f"; {report.stopped}" if report.stopped else "") + "; rerun to retry them")
+        raise CaptionError(f"{len(report.failures)} caption(s) failed; rerun to retry them: {resume_command(ctx)}")
+
+
+def resume_command(ctx: typer.Context) -> str:
+    """The command line that reruns this command: the options given on the command line, the API key not shown."""
+    import shlex
+
+    names, node = [], ctx
+    while node.parent is not None:  # the root's name is how Python was started; the user typed `caeav`
+        names.insert(0, node.info_name)
+        node = node.parent
+    words = ["caeav", *names]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if getattr(source, "name", "") != "COMMANDLINE" or not param.opts:
+            continue
+        value = ctx.params.get(param.name)
+        flag = max(param.opts, key=len)
+        if param.name == "api_key":
+            words += [flag, "KEY"]
+        elif getattr(param, "is_flag", False):
+            words += [flag] if value else []
+        else:
+            for item in (value if isinstance(value, (list, tuple)) else [value]):
+                words += [flag, os.fspath(item) if isinstance(item, Path) else str(item)]
+    return shlex.join(words)
 
 
 @app.command()

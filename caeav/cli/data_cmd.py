@@ -21,12 +21,25 @@ def check(
     annotations: Optional[Path] = typer.Option(None, "--annotations", help="folder of the annotation files "
                                                "(default: the dataset folder if it has them, else the bundled copy)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    decode: bool = typer.Option(True, "--decode/--no-decode", help="decode a frame and a second of audio of each "
+                                "clip (--no-decode: only look for the files)"),
+    workers: int = typer.Option(0, "--workers", "-j", min=0, help="decoding threads (0: up to 8, one per core)"),
 ) -> None:
-    """How many items of each split have their media, and which are missing."""
+    """How many items of each split have usable media, which are missing, and which cannot be decoded (with why).
+
+    Exit 0: every file present decodes (missing media are listed, not an error: training can skip them).
+
+    Exit 1: some files are present but cannot be decoded (training would stop at the first: fix or remove them).
+
+    Exit 2: no item is usable, or the folder or its annotations cannot be read."""
     from caeav.data.check import check_dataset, format_report
 
-    report = check_dataset(task, root, split or None, media, annotations)
+    report = check_dataset(task, root, split or None, media, annotations, decode=decode, workers=workers or None)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
+    if report.unusable:
+        typer.echo(f"caeav: {report.unusable} clip(s) have media that cannot be decoded (listed above); fix or "
+                   "remove them before training", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

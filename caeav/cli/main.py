@@ -55,16 +55,30 @@ def _one_line(exc: BaseException) -> str:
     return text
 
 
-def _click_exceptions():
-    """The click exception module typer raises from: typer >= 0.26 vendors click as `typer._click`."""
+def _usage_errors() -> tuple:
+    """(ClickException classes, Abort classes) typer may raise: typer >= 0.26 vendors click as `typer._click` and
+    has its own Abort; older typer raises plain click's."""
+    found, aborts = [], []
     try:
         from typer import _click as vendored
 
-        return vendored.exceptions
-    except ImportError:  # older typer: plain click
+        found.append(vendored.exceptions.ClickException)
+    except ImportError:
+        pass
+    try:
+        import typer.exceptions as typer_exc
+
+        aborts.append(typer_exc.Abort)
+    except (ImportError, AttributeError):
+        pass
+    try:
         import click
 
-        return click.exceptions
+        found.append(click.exceptions.ClickException)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    return tuple(found), tuple(aborts)
 
 
 _SIGNALS = {"SIGINT": 130, "SIGTERM": 143}
@@ -91,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     message; every other error prints one line; CAEAV_DEBUG=1 shows tracebacks instead.
     """
     debug = os.environ.get("CAEAV_DEBUG") == "1"
-    click_exc = _click_exceptions()
+    usage_errors, aborts = _usage_errors()
     _received.clear()
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -120,11 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
-    except click_exc.ClickException as exc:  # usage errors: usage line + one message, exit 2
+    except usage_errors as exc:  # usage errors: usage line + one message, exit 2
         exc.show()
         return exc.exit_code
-    except click_exc.Abort:
+    except aborts:
         typer.echo("caeav: aborted", err=True)
+        return 1
+    except Exception as exc:  # a bug or an input nothing checked: still one line, the traceback on request
+        if debug:
+            raise
+        typer.echo(f"caeav: internal error: {type(exc).__name__}: {_one_line(exc)} (this is a bug or an unchecked "
+                   "input; CAEAV_DEBUG=1 shows the traceback)", err=True)
         return 1
     finally:
         if previous is not None:

@@ -24,9 +24,12 @@ def print_summary(report: dict) -> None:
     table.add_row("[b]total[/b]", _fmt(tot["trainable"]), _fmt(tot["frozen"]), _fmt(tot["total"]))
     console.print(table)
     console.print(f"trainable share: {100 * tot['trainable_share']:.2f} %")
-    rec = report.get("table_ii_reconciliation")
-    if rec:
-        recon = Table(title="reconciliation with the paper's Table II")
+    for key, title in (("table_ii_reconciliation", "reconciliation with the paper's Table II"),
+                       ("authors_reconciliation", "reconciliation with the authors' state dict")):
+        rec = report.get(key)
+        if not rec:
+            continue
+        recon = Table(title=title)
         recon.add_column("line")
         recon.add_column("value", justify="right")
         for line, value in rec.items():

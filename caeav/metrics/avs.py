@@ -7,7 +7,8 @@ is identical), one video = its 5 frames, test batch size 1:
   GT: IoU = (pixels where both are 0) / (H W). Each ratio is divided by (union + 1e-7) in float32. Video score = mean
   over its frames; dataset score = mean over videos.
 * F-score (`Eval_Fmeasure`): probabilities = sigmoid(logits); 255 thresholds `torch.linspace(0, 1 - 1e-10, 255)` in
-  float32 (the last one is exactly 1.0); a pixel is positive at threshold th if prob >= th. Frames whose GT is all zero
+  float32 (the last one is exactly 1.0), read bit-exact from the table `caeav/assets/reference/avs_fscore_thresholds.txt`;
+  a pixel is positive at threshold th if prob >= th (inclusive, so a probability equal to a threshold counts). Frames whose GT is all zero
   are skipped. Per kept frame and threshold: P = TP / (#pos + 1e-20), R = TP / (#gt + 1e-20),
   F = (1 + b2) P R / (b2 P + R) with b2 = 0.3, NaN -> 0. The F curves are averaged over the kept frames and the video
   score is the maximum of that mean curve (the threshold is chosen per video). A video without any non-empty GT frame
@@ -18,6 +19,8 @@ Values are fractions in [0, 1], as the official scripts print them. Arithmetic m
 
 from __future__ import annotations
 
+from functools import lru_cache
+from importlib import resources
 from typing import Iterable
 
 import numpy as np
@@ -28,19 +31,29 @@ AVS_BETA2 = 0.3
 AVS_NUM_THRESHOLDS = 255
 
 
-def fscore_thresholds(num: int = AVS_NUM_THRESHOLDS) -> np.ndarray:
-    """`torch.linspace(0, 1 - 1e-10, num)` in float32 with torch's formula: start + step*i below halfway, else
-    end - step*(num-1-i), step = (end - start) / (num - 1) in float32. `1 - 1e-10` is 1.0 in float32.
+THRESHOLD_TABLE = "avs_fscore_thresholds.txt"  # under caeav/assets/reference/
 
-    (torch's vectorised CPU kernel rounds a few middle thresholds differently by one ulp; a score can change only if a
-    probability equals such a threshold exactly.)
+
+@lru_cache(maxsize=1)
+def _threshold_table() -> np.ndarray:
+    text = resources.files("caeav").joinpath("assets", "reference", THRESHOLD_TABLE).read_text()
+    values = [float.fromhex(line) for line in text.split("\n") if line.strip() and not line.startswith("#")]
+    table = np.array(values, dtype=np.float32)  # hex floats of float32 values: exact
+    if table.shape != (AVS_NUM_THRESHOLDS,) or not np.all(np.diff(table) > 0):
+        raise RuntimeError(f"{THRESHOLD_TABLE}: expected {AVS_NUM_THRESHOLDS} increasing thresholds")
+    table.setflags(write=False)
+    return table
+
+
+def fscore_thresholds() -> np.ndarray:
+    """The 255 float32 thresholds of `Eval_Fmeasure`, exactly as `torch.linspace(0, 1 - 1e-10, 255)` gives them on CPU
+    (a copy of the packaged table; `1 - 1e-10` is 1.0 in float32).
+
+    Stored, not recomputed: torch's vectorised CPU kernel rounds 20 middle thresholds one ulp away from the scalar
+    formula start + step·i / end − step·(n−1−i), and a probability that lands on a threshold must count as it does
+    in the official evaluation.
     """
-    start, end = np.float32(0.0), np.float32(1.0 - 1e-10)
-    step = np.float32((end - start) / np.float32(num - 1))
-    i = np.arange(num)
-    low = start + step * i.astype(np.float32)
-    high = end - step * (num - 1 - i).astype(np.float32)
-    return np.where(i < num // 2, low, high).astype(np.float32)
+    return _threshold_table().copy()
 
 
 def _frames(pred, gt, from_logits: bool):
@@ -72,10 +85,11 @@ def video_miou(pred, gt, from_logits: bool = True) -> float:
     return float(np.mean(frame_iou(pred, gt, from_logits), dtype=np.float64))
 
 
-def frame_fcurves(pred, gt, from_logits: bool = True, beta2: float = AVS_BETA2, num_thresholds: int = AVS_NUM_THRESHOLDS):
-    """F-measure curves [K, num_thresholds] float32 for the K frames of one video whose GT is not empty (`_eval_pr`)."""
+def frame_fcurves(pred, gt, from_logits: bool = True, beta2: float = AVS_BETA2) -> np.ndarray:
+    """F-measure curves [K, 255] float32 for the K frames of one video whose GT is not empty (`_eval_pr`)."""
     prob, g = _frames(pred, gt, from_logits)
-    th = fscore_thresholds(num_thresholds)
+    th = _threshold_table()
+    num_thresholds = len(th)
     b2, one_b2, tiny = np.float32(beta2), np.float32(1.0 + beta2), np.float32(1e-20)
     curves = []
     for p, y in zip(prob, g):
@@ -96,14 +110,12 @@ def frame_fcurves(pred, gt, from_logits: bool = True, beta2: float = AVS_BETA2, 
     return np.stack(curves) if curves else np.zeros((0, num_thresholds), np.float32)
 
 
-def video_fscore(
-    pred, gt, from_logits: bool = True, beta2: float = AVS_BETA2, num_thresholds: int = AVS_NUM_THRESHOLDS
-) -> float:
+def video_fscore(pred, gt, from_logits: bool = True, beta2: float = AVS_BETA2) -> float:
     """`Eval_Fmeasure` for one video: max over thresholds of the mean F curve of its non-empty-GT frames (0.0 if none)."""
-    curves = frame_fcurves(pred, gt, from_logits, beta2, num_thresholds)
+    curves = frame_fcurves(pred, gt, from_logits, beta2)
     if len(curves) == 0:
         return 0.0
-    total = np.zeros(num_thresholds, np.float32)
+    total = np.zeros(curves.shape[1], np.float32)
     for c in curves:  # float32 running sum in frame order, as `avg_f += f_score`
         total = (total + c).astype(np.float32)
     return float((total / np.float32(len(curves))).astype(np.float32).max())

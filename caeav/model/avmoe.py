@@ -131,8 +131,8 @@ def convert_official_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor
     """Rename one official `MoEAdapter` state dict (keys relative to that module) to this module's keys.
 
     Shapes are unchanged (both use 1×1 Conv2d weights). The unimodal expert's self-attention gate is `gate_av` in
-    AVVP and `gate_self` in AVS; both become `ua.i.gate_self`. AVS v1 MHSA weights load, but attend over tokens here
-    (see `UnimodalExpert`).
+    AVVP and `gate_self` in AVS; both become `ua.i.gate_self`. AVS v1 MHSA weights load; they attend over tokens
+    unless the config sets `avmoe.ua_mhsa_axis=batch`, the authors' axis (see `UnimodalExpert`).
     """
     out = {}
     for key, value in state.items():

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from caeav.config import AVMoEConfig, ConfigError
 
 UA_ATTENTION = ("none", "paramfree", "mhsa", "latent")
+MHSA_AXES = ("tokens", "batch")  # `avmoe.ua_mhsa_axis`: caeav (default) | the authors' code
 MHSA_HEADS = 4  # AVS v1 unimodal self-attention (AVS-NET:143-148)
 MHSA_DROPOUT = 0.2
 
@@ -42,6 +43,18 @@ def latent_token_attention(latent: Tensor, source: Tensor, x: Tensor) -> Tensor:
     tokens = latent + torch.matmul(weights, source)  # [BT, N, C]
     weights = torch.softmax(torch.matmul(x, tokens.transpose(1, 2)), dim=-1)  # [BT, L, N]
     return torch.matmul(weights, tokens)
+
+
+def mhsa_over_batch(mhsa: nn.MultiheadAttention, x: Tensor) -> Tensor:
+    """The authors' AVS v1 unimodal self-attention, reproduced (AVS-NET:143-148,205; `avmoe.ua_mhsa_axis=batch`).
+
+    Their `nn.MultiheadAttention` is sequence-first, but they call it on x `[BT, L, C]`: it reads BT as the sequence
+    and L as the batch, so at each token position l the BT frames of the whole batch attend to one another. `mhsa`
+    here is batch-first, so the same computation is mhsa(xᵀ, xᵀ, xᵀ)ᵀ with xᵀ = x.transpose(0, 1) `[L, BT, C]`
+    (same weights, same keys). One clip's output then depends on the other clips of its batch.
+    """
+    xt = x.transpose(0, 1)
+    return mhsa(xt, xt, xt, need_weights=False)[0].transpose(0, 1)
 
 
 def paramfree_self_attention(x: Tensor) -> Tensor:
@@ -107,6 +120,8 @@ class UnimodalExpert(_BottleneckExpert):
       runs over the L tokens of each frame. The authors call `nn.MultiheadAttention` (sequence-first) on `[BT, L, C]`,
       which attends across the BT frames of the whole batch per token position instead, so one video's output depends
       on the others in its batch; treated as a bug and fixed here (decisions D2), weights are interchangeable.
+      `cfg.ua_mhsa_axis = "batch"` reproduces the authors' axis (`mhsa_over_batch`), for checkpoints trained with
+      their code.
     * ``latent`` (AVS v2): x ← x + gate_self · latent_token_attention(Z, x, x), own Z ~ U[0,1), gate_self init 0.
     """
 
@@ -118,6 +133,9 @@ class UnimodalExpert(_BottleneckExpert):
         elif self.attention == "mhsa":
             if dim % MHSA_HEADS:
                 raise ConfigError(f"avmoe.ua_attention=mhsa needs channels divisible by {MHSA_HEADS}, got {dim}")
+            if cfg.ua_mhsa_axis not in MHSA_AXES:
+                raise ConfigError(f"avmoe.ua_mhsa_axis must be one of {', '.join(MHSA_AXES)}, got {cfg.ua_mhsa_axis!r}")
+            self.mhsa_axis = cfg.ua_mhsa_axis
             self.mhsa = nn.MultiheadAttention(dim, MHSA_HEADS, dropout=MHSA_DROPOUT, batch_first=True)
         elif self.attention == "latent":
             self.latent = nn.Parameter(torch.rand(cfg.num_latent_tokens, dim))
@@ -129,6 +147,8 @@ class UnimodalExpert(_BottleneckExpert):
         # `other` is accepted (and ignored) so the mixture can call every expert alike.
         if self.attention == "paramfree":
             x = x + self.gate_self * paramfree_self_attention(x)
+        elif self.attention == "mhsa" and self.mhsa_axis == "batch":
+            x = mhsa_over_batch(self.mhsa, x)
         elif self.attention == "mhsa":
             x = self.mhsa(x, x, x, need_weights=False)[0]
         elif self.attention == "latent":

@@ -3,6 +3,12 @@
 Nothing is allocated and no weights are read: the `paper` model (460.9 M parameters) summarises in seconds. The
 reconciliation with the paper's Table II follows architecture.md §10: the authors' count includes torchlibrosa's STFT
 and mel matrices, which torchlibrosa registers as (frozen) parameters; caeav keeps them as fixed buffers.
+
+AVS (`paper` preset) is reconciled with the authors' `Pred_endecoder` instead (the state-dict maps of the official
+code at JingVIPLab/CAE-AV 8666d51, built with the `train_v2.sh` options): caeav's parameters + the STFT/mel tables +
+the parts of their model that reach no output and that caeav does not build (`caeav.model.heads.avs`) = the
+elements of their state dict. Every built component has the authors' count; the adapters' latent tokens are 87
+(the `MoEAdapter` default, which their AVS model never overrides).
 """
 
 from __future__ import annotations
@@ -16,6 +22,18 @@ from caeav.model.frontend import AudioFrontEnd
 
 # Table II of the paper, row "ours, Swin-V2-L + HTS-AT" (AVE): total parameters and trainable share.
 PAPER_TABLE_II = {"total": 460_900_000, "trainable_share": 0.435}
+
+# The authors' AVS model (official state dicts, paper preset): parameter elements of the whole state dict, of its
+# AVMoE adapters, and of the parts caeav does not build because no output depends on them (same for S4 and MS3).
+AUTHORS_AVS_TOTAL = {"avs_s4": 704_167_335, "avs_ms3": 615_607_319}
+AUTHORS_AVS_ADAPTERS = {"avs_s4": 199_702_032, "avs_ms3": 111_142_016}
+AUTHORS_AVS_NOT_BUILT = {
+    "PVT-v2-b5 encoder (encoder_backbone)": 81_443_008,
+    "conv1-4 classifiers": 9_441_280,
+    "x1-4_linear projections": 1_094_656,
+    "TemporalAttention: cross-modal decoders and template layers": 23_953_408,
+    "path4.resConfUnit1": 1_180_160,
+}
 
 
 def _count(params) -> tuple[int, int]:
@@ -106,19 +124,23 @@ def summarize(cfg: ModelConfig, batch: int = 2) -> dict:
     enc = model.encoder
     fixed = _frontend_fixed_tables(enc.frontend)
     paper_total = trainable + frozen + fixed
+    if cfg.task.name in AUTHORS_AVS_TOTAL:
+        reconciliation = {"authors_reconciliation": _authors_avs(cfg, rows, trainable + frozen, fixed)}
+    else:
+        reconciliation = {"table_ii_reconciliation": {
+            "caeav parameters": trainable + frozen,
+            "+ STFT kernels and mel matrix (torchlibrosa parameters; fixed buffers in caeav)": fixed,
+            "= total as the authors count it": paper_total,
+            "trainable share as the authors count it": trainable / paper_total,
+            "paper Table II": PAPER_TABLE_II,
+        }}
     return {
         "config": cfg.preset,
         "task": cfg.task.name,
         "components": rows,
         "totals": {"trainable": trainable, "frozen": frozen, "total": trainable + frozen,
                    "trainable_share": trainable / (trainable + frozen)},
-        "table_ii_reconciliation": {
-            "caeav parameters": trainable + frozen,
-            "+ STFT kernels and mel matrix (torchlibrosa parameters; fixed buffers in caeav)": fixed,
-            "= total as the authors count it": paper_total,
-            "trainable share as the authors count it": trainable / paper_total,
-            "paper Table II": PAPER_TABLE_II,
-        },
+        **reconciliation,
         "structure": {
             "adapter_positions": enc.num_positions,
             "moe_modules": 4 * enc.num_positions,
@@ -133,6 +155,22 @@ def summarize(cfg: ModelConfig, batch: int = 2) -> dict:
             f"batch {batch} shown; the batch axis is dynamic",
         ],
     }
+
+
+def _authors_avs(cfg: ModelConfig, rows: dict, caeav_total: int, fixed: int) -> dict:
+    """The AVS lines of the reconciliation with the authors' state dict (module doc); {} off the paper preset,
+    whose backbones and widths are the only ones the authors built."""
+    if cfg.preset != "paper":
+        return {}
+    task = cfg.task.name
+    lines = {"caeav parameters": caeav_total,
+             "+ STFT kernels and mel matrix (torchlibrosa parameters; fixed buffers in caeav)": fixed}
+    lines.update({f"+ not built (reaches no output): {name}": n for name, n in AUTHORS_AVS_NOT_BUILT.items()})
+    lines["= total as the authors count it"] = caeav_total + fixed + sum(AUTHORS_AVS_NOT_BUILT.values())
+    lines["authors' state dict (Pred_endecoder, train_v2.sh options)"] = AUTHORS_AVS_TOTAL[task]
+    lines["AVMoE adapters (caeav)"] = rows["AVMoE adapters"]["total"]
+    lines["AVMoE adapters (authors' state dict)"] = AUTHORS_AVS_ADAPTERS[task]
+    return lines
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Optional
@@ -217,16 +218,43 @@ def _build(cls, data: dict, where: str):
     if unknown:
         raise ConfigError(f"{where or 'config'}: unknown field(s) {', '.join(unknown)}")
     kwargs = {}
+    hints = typing.get_type_hints(cls)
     for name, value in data.items():
         default = getattr(cls(), name)
         path = f"{where}.{name}" if where else name
         if dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value, path)
-        elif isinstance(default, tuple) and isinstance(value, list):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
+            continue
+        _check_type(path, value, hints[name])
+        kwargs[name] = tuple(value) if isinstance(default, tuple) and isinstance(value, list) else value
     return cls(**kwargs)
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", tuple: "a list",
+               dict: "an object"}
+
+
+def _fits(value: Any, kind: type) -> bool:
+    """Whether a JSON value fits a field annotated `kind` (an int is a float; a bool is not an int)."""
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is tuple:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, kind)
+
+
+def _check_type(path: str, value: Any, hint: Any) -> None:
+    """ConfigError naming the key, the value and the expected type when `value` does not fit annotation `hint`
+    (`int`, `float`, `str`, `bool`, `tuple`, `dict` or `Optional[...]` of one)."""
+    union = typing.get_origin(hint) is typing.Union
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)] if union else [hint]
+    optional = union and type(None) in typing.get_args(hint)
+    if (value is None and optional) or any(_fits(value, k) for k in kinds):
+        return
+    want = " or ".join(_TYPE_NAMES.get(k, getattr(k, "__name__", str(k))) for k in kinds)
+    raise ConfigError(f"{path}: expected {want}{' or null' if optional else ''}, got {json.dumps(value)}")
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -276,7 +304,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node[part]
         if parts[-1] not in node:
             raise ConfigError(f"override {key!r}: no field {parts[-1]!r}")
-        node[parts[-1]] = _parse_value(value)
+        parsed = _parse_value(value)
+        if isinstance(node[parts[-1]], str) and parsed is not None and not isinstance(parsed, str):
+            parsed = value  # a string field takes the text as written (caption.model=1234)
+        node[parts[-1]] = parsed
     return data
 
 

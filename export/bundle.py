@@ -73,9 +73,13 @@ def postprocess_info(model) -> dict:
                     rule="caeav.model.heads.postprocess_avvp.avvp_predict")
     elif task == "avqa":
         from caeav.data.annotations import load_avqa_vocab
+        from caeav.data.questions import PAD, QUESTION_LENGTH
 
-        vocab = load_avqa_vocab()
-        info.update(answers=list(vocab.answers), question_vocab=list(vocab.questions), question_length=14,
+        vocab = load_avqa_vocab()  # the question tokeniser travels with the model (caeav.runtime.question)
+        info.update(answers=list(vocab.answers), question_vocab=list(vocab.questions), question_length=QUESTION_LENGTH,
+                    question_pad=PAD, question_pads=str(model.head.question_encoder.pads),
+                    tokeniser="caeav.data.questions: ids end-padded with question_pad to question_length; the head "
+                              "graph applies question_pads itself",
                     rule="caeav.model.heads.postprocess.avqa_predict: argmax(answer)")
     else:
         info.update(threshold_logit=0.0, mask_size=int(model.head.mask_size),

@@ -8,7 +8,9 @@ Latency per clip = time of one call / batch (p50, p95 over the repeats); clips/s
 memory = the process's peak resident set while that configuration ran (VmHWM after resetting it through
 /proc/self/clear_refs; on systems without it, the lifetime peak); speed-up = PyTorch FP32 eager clips/s at the same
 batch, measured in the same run, divided into this row's clips/s; parity = max |Δ| of the head outputs against that
-PyTorch run and the share of per-second labels that agree. Preprocessing (decode of the clip + caption features) is
+PyTorch run and the share of the task's predictions that agree (`TaskAdapter.bench_labels`: AVE / AVVP per-second
+labels, AVS mask pixels, AVQA answers; the head's extra inputs, such as AVQA's question, from
+`TaskAdapter.bench_feeds`). Preprocessing (decode of the clip + caption features) is
 timed separately. PyTorch is imported only for the torch engine; without torch or a checkpoint its rows say why.
 """
 
@@ -58,6 +60,7 @@ class BenchResult:
     preprocess_ms: dict
     rows: list = field(default_factory=list)
     date: str = ""
+    agreement: str = "labels"  # what the "agree" column compares (TaskAdapter.agreement)
 
     def to_dict(self) -> dict:
         return {**{k: v for k, v in asdict(self).items() if k != "rows"}, "rows": [asdict(r) for r in self.rows]}
@@ -117,7 +120,8 @@ def synthetic_clip(folder: Path, seconds: int) -> Path:
 
 
 def prepare_inputs(bundle: Bundle, clip: Path, repeats: int = 3) -> tuple[dict, dict]:
-    """Model inputs for one clip and the preprocessing time (median ms of `repeats` decodes; caption lookup)."""
+    """Model inputs for one clip (and the adapter's extra head inputs) and the preprocessing time (median ms of
+    `repeats` decodes; caption lookup)."""
     from caeav.media import decode_clip
 
     from .captions import CaptionSource
@@ -130,32 +134,31 @@ def prepare_inputs(bundle: Bundle, clip: Path, repeats: int = 3) -> tuple[dict, 
     t0 = time.perf_counter()
     vis, aud, _ = CaptionSource(bundle, None).features(clip)
     caption_ms = 1000 * (time.perf_counter() - t0)
-    inputs = {"frames": media.frames[None], "wave": media.audio[None], "vis": vis[None], "aud": aud[None]}
+    inputs = {"frames": media.frames[None], "wave": media.audio[None], "vis": vis[None], "aud": aud[None],
+              "extra": {k: np.asarray(v) for k, v in bundle.adapter.bench_feeds(bundle).items()}}
     return inputs, {"decode_ms": round(statistics.median(decode_ms), 2), "captions_ms": round(caption_ms, 2)}
 
 
-def _labels(task: str, outputs: dict) -> np.ndarray:
-    if task == "ave":
-        from caeav.model.heads.postprocess import ave_predict
-
-        return ave_predict(outputs)
-    from caeav.model.heads.postprocess_avvp import avvp_predict_outputs
-
-    return np.stack([v for k, v in sorted(avvp_predict_outputs(outputs).items()) if k != "video"])
-
-
 def _measure(model, inputs: dict, batch: int, warmup: int, repeats: int) -> tuple[list, dict]:
-    tiled = {k: np.repeat(v, batch, axis=0) for k, v in inputs.items()}
-    args = (tiled["frames"], tiled["wave"], tiled["vis"], tiled["aud"])
+    """Call times of `repeats` runs at `batch` (the clip repeated) and the first clip's outputs (no batch axis)."""
+    tile = lambda v: np.repeat(v, batch, axis=0)  # noqa: E731
+    args = (tile(inputs["frames"]), tile(inputs["wave"]), tile(inputs["vis"]), tile(inputs["aud"]))
+    extra = {k: tile(v) for k, v in inputs["extra"].items()}
     out = None
     for _ in range(warmup):
-        out = model.run(*args)
+        out = model.run(*args, extra=extra)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        out = model.run(*args)
+        out = model.run(*args, extra=extra)
         times.append(time.perf_counter() - t0)
-    return times, {k: v[:1] for k, v in out.items()}
+    return times, model.take(out, [0], batch)
+
+
+def _agreement(bundle: Bundle, out: dict, ref: dict) -> float:
+    """Share of the task's predictions (outputs of one clip, batch axis kept) that agree between two engines."""
+    mine, theirs = bundle.adapter.bench_labels(bundle, out), bundle.adapter.bench_labels(bundle, ref)
+    return float((np.asarray(mine) == np.asarray(theirs)).mean())
 
 
 def run_bench(bundle_path, engines: Sequence[str] = ("torch", "ort"), batches: Sequence[int] = (1,),
@@ -172,7 +175,7 @@ def run_bench(bundle_path, engines: Sequence[str] = ("torch", "ort"), batches: S
             clip = DEFAULT_SAMPLE if DEFAULT_SAMPLE.is_file() else synthetic_clip(Path(tmp), bundle.segments)
         inputs, pre = prepare_inputs(bundle, Path(clip))
     result = BenchResult(str(bundle.path), bundle.task, Path(clip).name, machine_description(), pre,
-                         date=time.strftime("%Y-%m-%d"))
+                         date=time.strftime("%Y-%m-%d"), agreement=bundle.adapter.agreement)
     reference: dict = {}
     for engine in ["torch"] + [e for e in dict.fromkeys(engines) if e != "torch"]:  # the reference runs first
         for precision in ["fp32"] if engine == "torch" else list(dict.fromkeys(precisions)):
@@ -208,7 +211,7 @@ def _row(model, engine: str, precision: str, batch: int, inputs: dict, warmup: i
         ref_speed, ref_out = reference[batch]
         row.speedup = round(row.clips_per_s / ref_speed, 2)
         row.max_abs_diff = float(max(np.abs(out[k] - ref_out[k]).max() for k in ref_out if k in out))
-        row.label_agreement = float((_labels(model.bundle.task, out) == _labels(model.bundle.task, ref_out)).mean())
+        row.label_agreement = _agreement(model.bundle, out, ref_out)
     return row
 
 
@@ -235,7 +238,7 @@ def print_bench(result: BenchResult, console=None) -> None:
                       "-" if r.speedup is None else f"{r.speedup:.2f}x", fmt(r.max_abs_diff, ".2e"),
                       "-" if r.label_agreement is None else f"{100 * r.label_agreement:.0f} %")
     console.print(table)
-    console.print("latency per clip; speed-up and parity (max |Δ| of the head outputs, share of per-second labels "
+    console.print(f"latency per clip; speed-up and parity (max |Δ| of the head outputs, share of {result.agreement} "
                   "that agree) against PyTorch FP32 eager at the same batch, measured in this run", style="dim")
     pre = result.preprocess_ms
     console.print(f"preprocessing per clip (not in the latencies above): decode {pre['decode_ms']:.1f} ms, "

@@ -27,8 +27,7 @@ from caeav.export.manifest import FORMAT, MANIFEST  # the bundle contract: one d
 from caeav.files import sha256_file
 GRAPHS = ("caption_projector", "encoder", "head")  # the chain the runtime runs (text_encoder is optional)
 PRECISIONS = ("fp32", "fp16", "int8")
-KNOWN_TASKS = ("ave", "avvp", "avqa", "avs_s4", "avs_ms3")
-RUNTIME_TASKS = ("ave", "avvp")  # tasks `caeav infer` turns into events
+KNOWN_TASKS = ("ave", "avvp", "avqa", "avs_s4", "avs_ms3")  # the tasks `caeav infer` serves: caeav.runtime.tasks
 DEFAULT_DIR = Path(caeav.__file__).resolve().parent / "assets" / "default"  # the bundled default model and clip
 DEFAULT_BUNDLE, DEFAULT_SAMPLE = DEFAULT_DIR / "bundle", DEFAULT_DIR / "sample.mp4"
 PathLike = Union[str, os.PathLike]
@@ -96,17 +95,24 @@ class Bundle:
             if key not in manifest:
                 raise BundleError(f"{mpath}: manifest has no {key!r} entry")
         bundle = cls(root, manifest)
-        bundle.check_task(task)
         bundle.postprocess = bundle._read_postprocess()
+        bundle.check_task(task)
         return bundle
 
     def check_task(self, task: Optional[str]) -> None:
+        """BundleError unless the bundle is for `task` (None: any), a task adapter serves it, and its graphs fit
+        that adapter (`TaskAdapter.check_bundle`: a hand-edited manifest task is one line here, not a KeyError)."""
         mine = self.task
         if task is not None and task != mine:
             raise BundleError(f"{self.path}: this bundle was exported for task {mine!r}, not {task!r}")
-        if mine not in RUNTIME_TASKS:
-            raise BundleError(f"{self.path}: task {mine!r} is not supported by `caeav infer` "
-                              f"(supported: {', '.join(RUNTIME_TASKS)})")
+        self.adapter.check_bundle(self)
+
+    @property
+    def adapter(self):
+        """The `caeav.runtime.tasks` adapter of this bundle's task (BundleError if none serves it)."""
+        from .tasks import adapter_for  # the adapters import runtime modules that import this one
+
+        return adapter_for(self.task, str(self.path))
 
     def _read_postprocess(self) -> dict:
         p = self.path / "postprocess.json"

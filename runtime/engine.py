@@ -2,11 +2,18 @@
 
     model = load_model(bundle, engine="auto", precision="fp32")
     outputs = model.run(frames, wave, vis_caption, aud_caption)   # head outputs by name, numpy
+    feats = model.encode(frames, wave, vis_caption, aud_caption)  # encoder + caption features, once per window
+    outputs = model.head(model.take(feats, [0, 0, 1]), {"question": q})  # the head per query (AVQA), extra inputs
+    per_item = model.items(outputs, 3)                            # one dict per batch item, no batch axis
 
 Engines: ``ort`` (onnxruntime, providers by availability), ``trt`` (the bundle's prebuilt TensorRT engines; each must
 have been built for this GPU's compute capability and this TensorRT version), ``torch`` (the PyTorch model, for
 comparison; needs the `train` extra and a checkpoint), ``auto`` (``trt`` when the bundle has engines that fit this
 machine, else ``ort``). Batches larger than the bundle's maximum are split.
+
+Axis 0 of a graph tensor is either one row per clip ("batch": captions, AVQA's question, AVE's event logits) or one
+row per frame ("batch_t" = B·T rows: the encoder's tokens, AVS's stage features and masks), as the manifest declares
+it; `take` and `items` pick clips out of both kinds.
 """
 
 from __future__ import annotations
@@ -23,7 +30,6 @@ from caeav.errors import BundleError, CaeavError
 from .bundle import GRAPHS, Bundle
 
 ENGINES = ("auto", "trt", "ort", "torch")
-HEAD_INPUTS = ("v", "a", "v_cap", "a_cap")
 
 
 def engine_problem(bundle: Bundle, name: str, precision: str) -> Optional[str]:
@@ -40,33 +46,96 @@ def engine_problem(bundle: Bundle, name: str, precision: str) -> Optional[str]:
             f"--engine trt`, or use --engine ort")
 
 
+def per_frame_names(bundle: Bundle) -> frozenset:
+    """Names of the graph tensors whose axis 0 is B·T (the manifest's "batch_t"), over all three graphs."""
+    names = set()
+    for graph in GRAPHS:
+        spec = bundle.graph(graph)
+        for tensor in spec.inputs + spec.outputs:
+            if (tensor.get("shape") or [None])[0] == "batch_t":
+                names.add(tensor["name"])
+    return frozenset(names)
+
+
 @dataclass
 class LoadedModel:
-    """Three graphs on one engine; `run` chains them for a batch of clips."""
+    """Three graphs on one engine; `run` chains them for a batch of clips (`encode` + `head` for several queries)."""
 
     bundle: Bundle
     engine: str
     precision: str
     graphs: dict
     notes: list = field(default_factory=list)
+    per_frame: frozenset = frozenset()  # tensor names with B·T rows (module docstring)
 
     @property
     def max_batch(self) -> int:
         return max(1, self.bundle.max_batch)
 
-    def run(self, frames: np.ndarray, wave: np.ndarray, vis_caption: np.ndarray, aud_caption: np.ndarray) -> dict:
-        """frames [B,T,3,H,W], wave [B,T,32000], captions [B,L,D] -> head outputs {name: [B, ...]}."""
-        n, step = frames.shape[0], self.max_batch
-        if n > step:
-            parts = [self.run(frames[i:i + step], wave[i:i + step], vis_caption[i:i + step], aud_caption[i:i + step])
-                     for i in range(0, n, step)]
-            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        caps = self.graphs["caption_projector"].run({"vis_caption": vis_caption, "aud_caption": aud_caption})
-        enc = self.graphs["encoder"].run({"frames": frames, "wave": wave})
-        return self.graphs["head"].run({**enc, **caps})
+    def run(self, frames: np.ndarray, wave: np.ndarray, vis_caption: np.ndarray, aud_caption: np.ndarray,
+            extra: Optional[dict] = None) -> dict:
+        """frames [B,T,3,H,W], wave [B,T,32000], captions [B,L,D] (+ extra head inputs [B, ...]) -> head outputs."""
+        return self.head(self.encode(frames, wave, vis_caption, aud_caption), extra)
+
+    def encode(self, frames: np.ndarray, wave: np.ndarray, vis_caption: np.ndarray, aud_caption: np.ndarray) -> dict:
+        """Encoder and caption-projector outputs {name: array} for B clips (what the head takes besides extras)."""
+        feeds = {"frames": frames, "wave": wave, "vis_caption": vis_caption, "aud_caption": aud_caption}
+        return self._split(feeds, frames.shape[0], self._encode_once)
+
+    def head(self, features: dict, extra: Optional[dict] = None) -> dict:
+        """Head outputs for B clips from `encode`'s features (B clips, maybe repeated by `take`) and extra inputs."""
+        feeds = {**features, **(extra or {})}
+        return self._split(feeds, features["v_cap"].shape[0], self.graphs["head"].run)
+
+    def _encode_once(self, feeds: dict) -> dict:
+        caps = self.graphs["caption_projector"].run({k: feeds[k] for k in ("vis_caption", "aud_caption")})
+        return {**self.graphs["encoder"].run({k: feeds[k] for k in ("frames", "wave")}), **caps}
+
+    def _split(self, feeds: dict, n: int, fn) -> dict:
+        """fn(feeds) for at most `max_batch` clips at a time; outputs concatenated along axis 0."""
+        step = self.max_batch
+        if n <= step:
+            return fn(feeds)
+        parts = [fn(self.take(feeds, range(i, min(n, i + step)), n)) for i in range(0, n, step)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _frames_axis(self, name: str, value: np.ndarray, n: int) -> bool:
+        if name in self.per_frame:
+            return True
+        return value.shape[0] != n and value.shape[0] == n * self.bundle.segments
+
+    def take(self, tensors: dict, items: Sequence[int], n: Optional[int] = None) -> dict:
+        """The rows of clips `items` (in that order, repeats allowed) of every tensor; `n` = clips in `tensors`."""
+        items = list(items)
+        n = n if n is not None else _clips(tensors)
+        if items == list(range(n)):
+            return tensors
+        out = {}
+        for name, value in tensors.items():
+            if self._frames_axis(name, value, n):
+                out[name] = value.reshape((n, -1) + value.shape[1:])[items].reshape((-1,) + value.shape[1:])
+            else:
+                out[name] = value[items]
+        return out
+
+    def items(self, outputs: dict, n: int) -> list[dict]:
+        """Head outputs of n clips -> one dict per clip without the batch axis ([T, ...] for per-frame outputs)."""
+        per = [{} for _ in range(n)]
+        for name, value in outputs.items():
+            rows = value.reshape((n, -1) + value.shape[1:]) if self._frames_axis(name, value, n) else value
+            for i in range(n):
+                per[i][name] = rows[i]
+        return per
 
     def describe(self) -> str:
         return f"{self.engine} {self.precision}: " + "; ".join(g.describe() for g in self.graphs.values())
+
+
+def _clips(tensors: dict) -> int:
+    for key in ("v_cap", "vis_caption", "frames"):
+        if key in tensors:
+            return int(tensors[key].shape[0])
+    raise ValueError("cannot tell the number of clips of these tensors")
 
 
 def _ort_graphs(bundle: Bundle, precision: str, providers, threads, notes: list) -> dict:
@@ -103,24 +172,23 @@ def _trt_graphs(bundle: Bundle, precision: str) -> dict:
 def load_model(bundle: Bundle, engine: str = "auto", precision: str = "fp32",
                providers: Optional[Sequence[str]] = None, checkpoint=None, threads: Optional[int] = None
                ) -> LoadedModel:
-    """Open the bundle's graphs on `engine` (module docstring). One-line CaeavError for anything unusable."""
+    """Open the bundle's graphs on `engine` (module docstring). One-line CaeavError for anything unusable; which head
+    inputs the bundle needs is checked when it is loaded (`caeav.runtime.tasks.base.TaskAdapter.check_bundle`)."""
     if engine not in ENGINES:
         raise CaeavError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     notes: list[str] = []
+    frames = per_frame_names(bundle)
     if engine == "torch":
         from .session_torch import torch_graphs
 
-        return LoadedModel(bundle, "torch", "fp32", torch_graphs(bundle, checkpoint, threads), notes)
-    extra = [i["name"] for i in bundle.graph("head").inputs if i["name"] not in HEAD_INPUTS]
-    if extra:
-        raise BundleError(f"{bundle.path}: the head graph also needs {', '.join(extra)}, which `caeav infer` cannot "
-                          "compute from a video (an AVVP head with R(2+1)D features: export with task.head.st_dim=0)")
+        return LoadedModel(bundle, "torch", "fp32", torch_graphs(bundle, checkpoint, threads), notes, frames)
     if precision not in bundle.precisions and precision != "fp32":
         raise BundleError(f"{bundle.path}: no {precision} graphs in this bundle "
                           f"(it has {', '.join(bundle.precisions)})")
     if engine == "trt" or (engine == "auto" and bundle.manifest.get("engines")):
         problem = next((p for p in (engine_problem(bundle, n, precision) for n in GRAPHS) if p), None)
         if engine == "trt" or problem is None:
-            return LoadedModel(bundle, "trt", precision, _trt_graphs(bundle, precision), notes)
+            return LoadedModel(bundle, "trt", precision, _trt_graphs(bundle, precision), notes, frames)
         notes.append(f"TensorRT engines not used: {problem.split(' (')[0]}")
-    return LoadedModel(bundle, "ort", precision, _ort_graphs(bundle, precision, providers, threads, notes), notes)
+    return LoadedModel(bundle, "ort", precision, _ort_graphs(bundle, precision, providers, threads, notes), notes,
+                       frames)

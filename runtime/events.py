@@ -99,4 +99,5 @@ def avvp_timeline(windows: Sequence[dict], starts: Sequence[int], n: int, segmen
         events[m].sort(key=lambda ev: (ev["onset"], ev["index"]))
     video_labels = [names[c] for c in np.flatnonzero(gate.any(axis=0))]
     return {"per_second": per_second, "events": events, "video_labels": video_labels,
-            "arrays": {**{k: m.astype(np.int64) for k, m in on.items()}}}
+            "arrays": {**{k: m.astype(np.int64) for k, m in on.items()},
+                       **{f"prob_{k}": p.astype(np.float32) for k, p in prob.items()}}}

@@ -1,19 +1,26 @@
-"""Videos -> per-second audio-visual events: decode, captions, the three graphs, post-processing.
+"""Videos -> task results (AVE/AVVP events, AVS masks, AVQA answers): decode, captions, the graphs, the adapter.
 
     pipe = Pipeline("bundle/", InferOptions(engine="ort", captions="captions.sqlite"))
     report = pipe.run(["a.mp4", "clips/"])       # folders and .txt lists (one path per line) are expanded
     report.results[0].timeline["per_second"]     # see caeav.runtime.results for the JSON schema
 
-Videos are decoded on a thread pool (PyAV releases the GIL) while the engine runs on the main thread; the windows of
-all videos are batched together up to the bundle's batch size. A video that cannot be decoded (missing, corrupt, no
-video track, no audio track unless `allow_missing_audio`) becomes a `Failure` and the run goes on.
+The pipeline knows no task: the bundle's adapter (`caeav.runtime.tasks`) says what each video asks of the head
+(`queries`, `head_feeds`), turns the outputs into a result (`finish`) and writes its files (`write_files`). Videos
+are decoded on a thread pool (PyAV releases the GIL; `caeav.runtime.decoding`) while the engine runs on the main
+thread; the windows of all videos are batched together up to the bundle's batch size, the encoder runs once per
+window and the head once per (window, query). A video that cannot be decoded (missing, corrupt, no video track, no
+audio track unless `allow_missing_audio`) becomes a `Failure` and the run goes on.
+
+Results are handed to `on_result` as each video finishes (the CLI appends them to a JSON Lines file), and the report
+passed in as `report` holds every finished video even when `run` is interrupted: on KeyboardInterrupt (Ctrl-C, or
+SIGTERM as `caeav.errors.Terminated`) the report is marked `interrupted`, decoding that has not started is
+cancelled, and the exception goes on to the caller.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,8 +33,8 @@ from caeav.errors import CaeavError
 
 from .bundle import Bundle
 from .captions import CaptionSource
+from .decoding import Decoded, decode_video
 from .engine import load_model
-from .events import avvp_timeline, ave_timeline
 from .windows import plan_windows
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ts")
@@ -47,6 +54,11 @@ class InferOptions:
     checkpoint: Optional[PathLike] = None  # weights for --engine torch
     providers: Optional[Sequence[str]] = None  # onnxruntime providers (default: by availability)
     threads: Optional[int] = None  # intra-op threads of the engine
+    plot: Optional[PathLike] = None  # keep what `caeav.runtime.plot` draws (filmstrip, spectrogram) per video
+    masks: Optional[PathLike] = None  # AVS: folder of one binary PNG per sampled frame
+    overlay: Optional[PathLike] = None  # AVS: video with the masks tinted over the frames
+    questions: list = field(default_factory=list)  # AVQA: free-text questions asked of every video
+    questions_file: Optional[PathLike] = None  # AVQA: one question per line, or JSONL {video, question}
 
 
 @dataclass
@@ -58,12 +70,15 @@ class VideoResult:
     captions: dict
     timeline: dict
     warnings: list = field(default_factory=list)
+    index: int = -1  # position among the run's inputs (not in the JSON)
+    figure: Optional[dict] = None  # what --plot draws for this video (caeav.runtime.plot.figure_data)
 
 
 @dataclass
 class Failure:
     path: str
     error: str
+    index: int = -1
 
 
 @dataclass
@@ -76,22 +91,7 @@ class InferReport:
     failures: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
-
-
-@dataclass
-class _Decoded:
-    index: int
-    path: str
-    duration: float
-    starts: list
-    seconds: int
-    frames: np.ndarray  # [W, T, 3, S, S]
-    wave: np.ndarray  # [W, T, 32000]
-    vis_caption: np.ndarray
-    aud_caption: np.ndarray
-    captions: dict
-    warnings: list
-    outputs: list = field(default_factory=list)  # per window: head outputs without the batch axis
+    interrupted: bool = False  # the run was stopped (SIGINT / SIGTERM) before every video was done
 
 
 def collect_videos(inputs: Sequence[PathLike]) -> list[str]:
@@ -118,81 +118,87 @@ class Pipeline:
         self.options = opts = options or InferOptions()
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle, opts.task)
         self.bundle.check_task(opts.task)
-        self.model = load_model(self.bundle, opts.engine, opts.precision, opts.providers, opts.checkpoint, opts.threads)
-        self.captions = CaptionSource(self.bundle, opts.captions)
-        opt_batch = int((self.bundle.manifest.get("batch") or {}).get("opt", 1))
-        self.batch = max(1, min(int(opts.batch or opt_batch), self.model.max_batch))
+        self.adapter = self.bundle.adapter
+        self.adapter.check_options(self.bundle, opts)  # before the model loads: a wrong option costs nothing
         try:
             plan_windows(0, self.bundle.segments, opts.window_stride)  # validates the stride early
         except ValueError as exc:
             raise CaeavError(f"--window-stride: {exc} (at most the window length)") from None
+        self.model = load_model(self.bundle, opts.engine, opts.precision, opts.providers, opts.checkpoint, opts.threads)
+        self.captions = CaptionSource(self.bundle, opts.captions)
+        opt_batch = int((self.bundle.manifest.get("batch") or {}).get("opt", 1))
+        self.batch = max(1, min(int(opts.batch or opt_batch), self.model.max_batch))
+        self._single = True
 
-    # ---------------------------------------------------------------------------------------------- decoding
-
-    def decode(self, index: int, path: str) -> _Decoded:
-        from caeav.media import MediaWarning, decode_clip, probe
-
-        b, opts = self.bundle, self.options
-        info = probe(path)
-        if info.video is None:
-            raise CaeavError(f"{path}: has no video track")
-        if info.audio is None and not opts.allow_missing_audio:
-            raise CaeavError(f"{path}: has no audio track (the model needs sound; --allow-missing-audio decodes it "
-                             "as silence)")
-        starts, seconds = plan_windows(info.duration, b.segments, opts.window_stride)
-        frames, wave, notes = [], [], []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MediaWarning)
-            for start in starts:
-                clip = decode_clip(path, segments=b.segments, size=b.image_size, start=float(start),
-                                   sampling=b.sampling, strict=not opts.allow_missing_audio)
-                frames.append(clip.frames)
-                wave.append(clip.audio)
-                notes += [w for w in clip.warnings if "past the end" not in w]
-        if info.duration < b.segments:
-            notes.append(f"{path}: {info.duration:.2f} s is shorter than the model's {b.segments}-s window; padded "
-                         f"(last frame repeated, silent audio), {seconds} s reported")
-        vis, aud, status = self.captions.features(path)
-        if status["missing"]:
-            notes.append(f"{path}: no {' or '.join(status['missing'])} caption in the cache; using the empty caption")
-        return _Decoded(index, path, info.duration, starts, seconds, np.stack(frames), np.stack(wave), vis, aud,
-                        status, list(dict.fromkeys(notes)))
+    def new_report(self) -> InferReport:
+        return InferReport(self.bundle, self.model.engine, self.model.precision, self.model.describe(),
+                           notes=list(self.model.notes))
 
     # ---------------------------------------------------------------------------------------------- running
 
+    def decode(self, index: int, path: str) -> Decoded:
+        return decode_video(self.bundle, self.adapter, self.options, self.captions, index, path)
+
     def _infer(self, queue: list) -> None:
-        """Run the queued (video, window) pairs as one batch and hand each window its outputs."""
-        frames = np.stack([d.frames[w] for d, w in queue])
-        wave = np.stack([d.wave[w] for d, w in queue])
-        vis = np.stack([d.vis_caption for d, _ in queue])
-        aud = np.stack([d.aud_caption for d, _ in queue])
-        outs = self.model.run(frames, wave, vis, aud)
-        for i, (d, _) in enumerate(queue):
-            d.outputs.append({k: v[i] for k, v in outs.items()})
+        """Run the queued (video, window) pairs: the encoder once for all, the head once per (window, query)."""
+        feats = self.model.encode(np.stack([d.frames[w] for d, w in queue]), np.stack([d.wave[w] for d, w in queue]),
+                                  np.stack([d.vis_caption for d, _ in queue]), np.stack([d.aud_caption for d, _ in queue]))
+        pairs = [(i, q) for i, (d, _) in enumerate(queue) for q, feed in enumerate(d.feeds) if feed is not None]
+        for s in range(0, len(pairs), self.batch):
+            chunk = pairs[s:s + self.batch]
+            extra = _stack_feeds([queue[i][0].feeds[q] for i, q in chunk])
+            outs = self.model.head(self.model.take(feats, [i for i, _ in chunk], len(queue)), extra)
+            for (i, q), out in zip(chunk, self.model.items(outs, len(chunk))):
+                d, w = queue[i]
+                d.outputs[w][q] = out
+        for d, _ in queue:
+            d.done += 1
 
-    def _finish(self, d: _Decoded) -> VideoResult:
+    def _finish(self, d: Decoded) -> VideoResult:
         b = self.bundle
-        if b.task == "ave":
-            count = d.outputs[0]["event"].shape[-1] if "event" in d.outputs[0] else \
-                d.outputs[0]["segment_logits"].shape[-1] - 1
-            timeline = ave_timeline(d.outputs, d.starts, d.seconds, b.segments, b.class_names(count))
-        else:
-            count = d.outputs[0]["global_prob"].shape[-1]
-            threshold = float(b.postprocess.get("threshold", 0.5))
-            timeline = avvp_timeline(d.outputs, d.starts, d.seconds, b.segments, b.class_names(count), threshold)
+        timeline = self.adapter.finish(b, d, d.outputs)
         windows = [{"start": s, "end": s + b.segments} for s in d.starts]
-        return VideoResult(d.path, round(d.duration, 3), d.seconds, windows, d.captions, timeline, d.warnings)
+        result = VideoResult(d.path, d.duration, d.seconds, windows, d.captions, timeline, list(d.warnings), d.index)
+        if self.options.plot:
+            from .plot import figure_data
 
-    def run(self, videos: Sequence[PathLike], progress: Optional[Callable[[str], None]] = None) -> InferReport:
-        """Process `videos` (expanded by `collect_videos`); `progress(path)` is called as each video finishes."""
+            result.figure = figure_data(d, result, self.adapter)
+        result.warnings += self.adapter.write_files(result, self.options, b, single=self._single)
+        return result
+
+    def run(self, videos: Sequence[PathLike], progress: Optional[Callable[[str], None]] = None,
+            report: Optional[InferReport] = None, on_result: Optional[Callable] = None) -> InferReport:
+        """Process `videos` (expanded by `collect_videos`) into `report` (a new one by default), which is returned.
+        `progress(path)` and `on_result(VideoResult | Failure)` are called as each video finishes (module doc)."""
         paths = collect_videos(videos)
-        report = InferReport(self.bundle, self.model.engine, self.model.precision, self.model.describe(),
-                             notes=list(self.model.notes))
-        results: dict[int, VideoResult] = {}
-        t_infer, t0 = 0.0, time.perf_counter()
+        report = report if report is not None else self.new_report()
+        self._single = len(paths) == 1
+        t0, clock = time.perf_counter(), {"infer": 0.0}
+
+        def done(item) -> None:
+            (report.results if isinstance(item, VideoResult) else report.failures).append(item)
+            if on_result:
+                on_result(item)
+            if progress:
+                progress(item.path)
+
+        try:
+            self._loop(paths, done, clock)
+        except KeyboardInterrupt:
+            report.interrupted = True
+            raise
+        finally:
+            report.results.sort(key=lambda r: r.index)
+            report.failures.sort(key=lambda f: f.index)
+            report.timings = {"total_s": round(time.perf_counter() - t0, 3), "inference_s": round(clock["infer"], 3)}
+        return report
+
+    def _loop(self, paths: list, done: Callable, clock: dict) -> None:
+        """Decode ahead on the thread pool, batch the windows, finish each video as its last window is in."""
         queue: list = []
-        waiting: dict[int, _Decoded] = {}
-        with ThreadPoolExecutor(max_workers=max(1, self.options.workers), thread_name_prefix="caeav-decode") as pool:
+        waiting: dict[int, Decoded] = {}
+        pool = ThreadPoolExecutor(max_workers=max(1, self.options.workers), thread_name_prefix="caeav-decode")
+        try:
             ahead = max(2, 2 * self.options.workers)
             pending: deque = deque()
             todo = deque(enumerate(paths))
@@ -206,20 +212,24 @@ class Pipeline:
                     waiting[i] = d
                     queue += [(d, w) for w in range(len(d.starts))]
                 except Exception as exc:  # CaeavError, or an unexpected decoder failure: never stop a batch run
-                    text = " ".join(str(exc).split())
-                    report.failures.append(Failure(p, text if isinstance(exc, CaeavError)
-                                                   else f"{type(exc).__name__}: {text}"))
-                    if progress:
-                        progress(p)
+                    done(Failure(p, _failure_text(exc), i))
                 while len(queue) >= self.batch or (queue and not todo and not pending):
                     t1 = time.perf_counter()
                     self._infer(queue[: self.batch])
-                    t_infer += time.perf_counter() - t1
+                    clock["infer"] += time.perf_counter() - t1
                     queue = queue[self.batch:]
-                    for k in [k for k, dv in waiting.items() if len(dv.outputs) == len(dv.starts)]:
-                        results[k] = self._finish(waiting.pop(k))
-                        if progress:
-                            progress(results[k].path)
-        report.results = [results[k] for k in sorted(results)]
-        report.timings = {"total_s": round(time.perf_counter() - t0, 3), "inference_s": round(t_infer, 3)}
-        return report
+                    for k in [k for k, dv in waiting.items() if dv.complete]:
+                        done(self._finish(waiting.pop(k)))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # an interrupt stops what has not started
+
+
+def _failure_text(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, CaeavError) else f"{type(exc).__name__}: {text}"
+
+
+def _stack_feeds(feeds: list) -> dict:
+    """Per-query extra head inputs (no batch axis) -> one batch."""
+    keys = list(feeds[0]) if feeds else []
+    return {k: np.stack([np.asarray(f[k]) for f in feeds]) for k in keys}

@@ -10,6 +10,7 @@ bundle's graphs (same input and output names), so the pipeline cannot tell them 
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 from typing import Mapping, Optional
 
 import numpy as np
@@ -51,7 +52,8 @@ class TorchGraph:
         with torch.inference_mode():
             args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
             outs = self.fn(*args)
-        return {n: outs[n].float().numpy() for n in self.output_names}
+        return {n: outs[n].float().numpy() if outs[n].is_floating_point() else outs[n].numpy()
+                for n in self.output_names}
 
     def describe(self) -> str:
         return f"PyTorch {self.torch.__version__} eager {self.name}"
@@ -73,22 +75,28 @@ def torch_graphs(bundle, checkpoint: Optional[os.PathLike] = None, threads: Opti
         v_cap, a_cap = model.caption_projector(vis, aud)
         return {"v_cap": v_cap, "a_cap": a_cap}
 
+    enc_outputs = bundle.graph("encoder").output_names or ["v", "a"]
+    head_inputs = bundle.graph("head").input_names or ["v", "a", "v_cap", "a_cap"]
+
     def encoder(frames, wave):
         enc = model.encoder(frames, wave)
-        return {"v": enc.v, "a": enc.a}
+        stages = {f"stage{i}": s for i, s in enumerate(enc.visual_stages)}  # AVS bundles export them
+        return {"v": enc.v, "a": enc.a, **stages}
 
-    def head(v, a, v_cap, a_cap):
-        v, a, _ = model.case(v, a, v_cap, a_cap, T)
+    def head(*args):
+        named = dict(zip(head_inputs, args))  # v, a, v_cap, a_cap, then the task's extras (stage0..3, question, st)
+        v, a, _ = model.case(named["v"], named["a"], named["v_cap"], named["a_cap"], T)
         v = model.encoder.visual_norm(v)
         f_v = v.mean(dim=1).unflatten(0, (-1, T))
         f_a = a.mean(dim=1).unflatten(0, (-1, T))
-        return model._head(v, f_v, f_a, None, {})
+        stages = SimpleNamespace(visual_stages=[named[n] for n in sorted(named) if n.startswith("stage")])
+        return model._head(v, f_v, f_a, stages, {k: named.get(k) for k in ("question", "st")})
 
     head_outputs = [o["name"] for o in bundle.graph("head").outputs] or list(
         getattr(model.head, "export_outputs", None) or getattr(model.head, "output_names", ()))
     return {
         "caption_projector": TorchGraph("caption_projector", projector, ["vis_caption", "aud_caption"],
                                         ["v_cap", "a_cap"], torch),
-        "encoder": TorchGraph("encoder", encoder, ["frames", "wave"], ["v", "a"], torch),
-        "head": TorchGraph("head", head, ["v", "a", "v_cap", "a_cap"], head_outputs, torch),
+        "encoder": TorchGraph("encoder", encoder, ["frames", "wave"], enc_outputs, torch),
+        "head": TorchGraph("head", head, head_inputs, head_outputs, torch),
     }

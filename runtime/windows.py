@@ -61,3 +61,11 @@ def merge_per_second(values: Sequence[np.ndarray], starts: Sequence[int], n: int
 def spread(video_level: np.ndarray, segments: int) -> np.ndarray:
     """A window's video-level vector [C] as a per-second array [T, C] (to merge like the per-second ones)."""
     return np.broadcast_to(np.asarray(video_level)[None], (segments,) + np.asarray(video_level).shape)
+
+
+def covering_window(starts: Sequence[int], segments: int, second: int) -> int:
+    """Index of the first window (of `segments` seconds, starting at `starts`) that covers timeline second `second`."""
+    for i, start in enumerate(starts):
+        if start <= second < start + segments:
+            return i
+    raise ValueError(f"no window covers second {second}")

@@ -6,6 +6,8 @@
   black is negative), event = a constant favouring class `TOY_CLASS` plus sum(v_cap) on class `TOY_CAPTION_CLASS`
   (so a cached caption is visible in the output). AVVP: a_frame_prob(t, c) = σ(10 · (rms(t) -
   0.05)) for every class (loud seconds are audio events), v_frame_prob(t, c) = σ(is_event(t)), global_prob = 0.9.
+  AVS (`avs_s4` / `avs_ms3`, T = 5): mask logits = 10 · channel mean of the normalised frame (bright pixels are the
+  object). `toyqa`: a head with an extra per-query input, for the pipeline's query path (`toy_task_bundle`).
 * `model_bundle(dir, task)`: the real `tiny` model with random weights, exported by `caeav export` when the exporter
   exists, else by torch.onnx.export of the three pieces here; a checkpoint of the same weights is saved beside it
   (for `--engine torch`).
@@ -22,6 +24,8 @@ import numpy as np
 TOY_T, TOY_SIZE, TOY_DIM = 10, 16, 8
 TOY_CLASS = 3
 TOY_CAPTION_CLASS = 5  # a visual caption with a positive feature sum moves the AVE toy's class here
+TOY_AVS_T = 5  # AVS toys have AVSBench's 5 segments
+TOY_Q = 4  # width of the toyqa question input and answer output
 
 
 def sha(path: Path) -> str:
@@ -33,11 +37,11 @@ def io(name: str, shape: list) -> dict:
 
 
 def write_manifest(root: Path, task: str, graphs: dict, segments: int, size: int, text_dim: int,
-                   class_names: list, extra: dict | None = None) -> dict:
+                   class_names: list, extra: dict | None = None, post: dict | None = None) -> dict:
     """graphs: name -> (file, inputs, outputs) for fp32 graphs already written in `root`."""
     np.save(root / "empty_caption.npy", np.zeros((77, text_dim), np.float32))
     (root / "postprocess.json").write_text(json.dumps({"task": task, "class_names": class_names,
-                                                       "segments": segments, "segment_seconds": 1.0}))
+                                                       "segments": segments, "segment_seconds": 1.0, **(post or {})}))
     manifest = {
         "format": 1, "caeav_version": "test", "task": task, "config": {}, "segments": segments, "image_size": size,
         "sample_rate": 32000, "text_dim": text_dim, "context_length": 77, "opset": 18, "precisions": ["fp32"],
@@ -62,39 +66,63 @@ def _save(graph, path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def toy_bundle(root: Path, task: str = "ave") -> Path:
-    """Write the toy bundle (module docstring) into `root` and return it."""
-    from onnx import TensorProto as TP
-    from onnx import helper, numpy_helper
+def _vi(name: str, shape: list, elem: int = 1):
+    from onnx import helper
 
-    root.mkdir(parents=True, exist_ok=True)
-    T, S, D = TOY_T, TOY_SIZE, TOY_DIM
-    f32 = TP.FLOAT
+    return helper.make_tensor_value_info(name, elem, shape)  # 1 = FLOAT, 7 = INT64
 
-    def vi(name, shape):
-        return helper.make_tensor_value_info(name, f32, shape)
 
-    def const(name, value):
-        return numpy_helper.from_array(np.asarray(value), name)
+def _const(name: str, value):
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.asarray(value), name)
+
+
+def _spec(value_infos) -> list:
+    return [io(x.name, [d.dim_param or d.dim_value for d in x.type.tensor_type.shape.dim]) for x in value_infos]
+
+
+def _projector(root: Path, D: int):
+    """The caption projector of every toy: identity (v_cap = vis_caption, a_cap = aud_caption)."""
+    from onnx import helper
 
     proj = helper.make_graph(
         [helper.make_node("Identity", ["vis_caption"], ["v_cap"]),
          helper.make_node("Identity", ["aud_caption"], ["a_cap"])],
-        "caption_projector", [vi("vis_caption", ["batch", 77, D]), vi("aud_caption", ["batch", 77, D])],
-        [vi("v_cap", ["batch", 77, D]), vi("a_cap", ["batch", 77, D])])
+        "caption_projector", [_vi("vis_caption", ["batch", 77, D]), _vi("aud_caption", ["batch", 77, D])],
+        [_vi("v_cap", ["batch", 77, D]), _vi("a_cap", ["batch", 77, D])])
     _save(proj, root / "caption_projector.onnx")
+    return ("caption_projector.onnx", _spec(proj.input), _spec(proj.output))
 
-    enc = helper.make_graph(
-        [helper.make_node("ReduceMean", ["frames", "ax234"], ["fm"], keepdims=0),
-         helper.make_node("Reshape", ["fm", "shape_bt11"], ["v"]),
-         helper.make_node("Mul", ["wave", "wave"], ["w2"]),
-         helper.make_node("ReduceMean", ["w2", "ax2"], ["pw"], keepdims=0),
-         helper.make_node("Sqrt", ["pw"], ["rms"]),
-         helper.make_node("Reshape", ["rms", "shape_bt11"], ["a"])],
-        "encoder", [vi("frames", ["batch", T, 3, S, S]), vi("wave", ["batch", T, 32000])],
-        [vi("v", ["batch_t", 1, 1]), vi("a", ["batch_t", 1, 1])],
-        initializer=[const("ax234", np.array([2, 3, 4], np.int64)), const("ax2", np.array([2], np.int64)),
-                     const("shape_bt11", np.array([-1, 1, 1], np.int64))])
+
+def _encoder_va() -> tuple[list, list]:
+    """(nodes, initializers) of the toy encoder's v = mean of each frame, a = RMS of each second, [B·T, 1, 1]."""
+    from onnx import helper
+
+    nodes = [helper.make_node("ReduceMean", ["frames", "ax234"], ["fm"], keepdims=0),
+             helper.make_node("Reshape", ["fm", "shape_bt11"], ["v"]),
+             helper.make_node("Mul", ["wave", "wave"], ["w2"]),
+             helper.make_node("ReduceMean", ["w2", "ax2"], ["pw"], keepdims=0),
+             helper.make_node("Sqrt", ["pw"], ["rms"]),
+             helper.make_node("Reshape", ["rms", "shape_bt11"], ["a"])]
+    return nodes, [_const("ax234", np.array([2, 3, 4], np.int64)), _const("ax2", np.array([2], np.int64)),
+                   _const("shape_bt11", np.array([-1, 1, 1], np.int64))]
+
+
+def toy_bundle(root: Path, task: str = "ave") -> Path:
+    """Write the toy bundle (module docstring) into `root` and return it."""
+    from onnx import helper
+
+    if task.startswith("avs") or task == "toyqa":
+        return toy_task_bundle(root, task)
+    root.mkdir(parents=True, exist_ok=True)
+    T, S, D = TOY_T, TOY_SIZE, TOY_DIM
+    vi, const = _vi, _const
+    proj_spec = _projector(root, D)
+
+    enc_nodes, enc_inits = _encoder_va()
+    enc = helper.make_graph(enc_nodes, "encoder", [vi("frames", ["batch", T, 3, S, S]), vi("wave", ["batch", T, 32000])],
+                            [vi("v", ["batch_t", 1, 1]), vi("a", ["batch_t", 1, 1])], initializer=enc_inits)
     _save(enc, root / "encoder.onnx")
 
     inputs = [vi("v", ["batch_t", 1, 1]), vi("a", ["batch_t", 1, 1]), vi("v_cap", ["batch", 77, D]),
@@ -135,13 +163,53 @@ def toy_bundle(root: Path, task: str = "ave") -> Path:
         names = [f"toy class {i}" for i in range(25)]
     _save(helper.make_graph(nodes, "head", inputs, outputs, initializer=inits), root / "head.onnx")
 
-    def spec(value_infos):
-        return [io(x.name, [d.dim_param or d.dim_value for d in x.type.tensor_type.shape.dim]) for x in value_infos]
-
-    graphs = {"caption_projector": ("caption_projector.onnx", spec(proj.input), spec(proj.output)),
-              "encoder": ("encoder.onnx", spec(enc.input), spec(enc.output)),
-              "head": ("head.onnx", spec(inputs), spec(outputs))}
+    graphs = {"caption_projector": proj_spec, "encoder": ("encoder.onnx", _spec(enc.input), _spec(enc.output)),
+              "head": ("head.onnx", _spec(inputs), _spec(outputs))}
     write_manifest(root, task, graphs, T, S, D, names)
+    return root
+
+
+def toy_task_bundle(root: Path, task: str) -> Path:
+    """AVS toy (`avs_s4` / `avs_ms3`, T = TOY_AVS_T): the encoder's `stage0` is the channel mean of the normalised
+    frames [B·T, 1, S, S] and the head's mask logits are 10 · stage0, so bright pixels are the sounding object.
+    `toyqa` (a question-answering task for pipeline tests; its adapter lives in the tests): the head also takes
+    `question` [batch, TOY_Q] float32 and answers answer[b] = question[b] + mean(v of clip b), so each query's output
+    is known; T = TOY_T. Both keep the toy AVE encoder's `v` (frame means) and `a` (audio RMS)."""
+    from onnx import helper
+
+    root.mkdir(parents=True, exist_ok=True)
+    T = TOY_AVS_T if task.startswith("avs") else TOY_T
+    S, D = TOY_SIZE, TOY_DIM
+    proj_spec = _projector(root, D)
+    enc_nodes, enc_inits = _encoder_va()
+    enc_out = [_vi("v", ["batch_t", 1, 1]), _vi("a", ["batch_t", 1, 1])]
+    head_in = enc_out + [_vi("v_cap", ["batch", 77, D]), _vi("a_cap", ["batch", 77, D])]
+    if task.startswith("avs"):
+        enc_nodes += [helper.make_node("Reshape", ["frames", "shape_b3ss"], ["flat"]),
+                      helper.make_node("ReduceMean", ["flat", "ax1"], ["stage0"], keepdims=1)]
+        enc_inits += [_const("shape_b3ss", np.array([-1, 3, S, S], np.int64)), _const("ax1", np.array([1], np.int64))]
+        enc_out += [_vi("stage0", ["batch_t", 1, S, S])]
+        head_in += [_vi("stage0", ["batch_t", 1, S, S])]
+        head_nodes = [helper.make_node("Mul", ["stage0", "ten"], ["masks"])]
+        head_inits = [_const("ten", np.float32(10.0))]
+        head_out = [_vi("masks", ["batch_t", 1, S, S])]
+        post = {"threshold_logit": 0.0, "mask_size": S}
+    else:
+        head_in += [_vi("question", ["batch", TOY_Q])]
+        head_nodes = [helper.make_node("Reshape", ["v", "shape_bt"], ["vb"]),
+                      helper.make_node("ReduceMean", ["vb", "ax1"], ["vm"], keepdims=1),  # [B, 1]
+                      helper.make_node("Add", ["question", "vm"], ["answer"])]
+        head_inits = [_const("shape_bt", np.array([-1, T], np.int64)), _const("ax1", np.array([1], np.int64))]
+        head_out = [_vi("answer", ["batch", TOY_Q])]
+        post = {"sampling": "linspace"}
+    enc = helper.make_graph(enc_nodes, "encoder", [_vi("frames", ["batch", T, 3, S, S]), _vi("wave", ["batch", T, 32000])],
+                            enc_out, initializer=enc_inits)
+    _save(enc, root / "encoder.onnx")
+    head = helper.make_graph(head_nodes, "head", head_in, head_out, initializer=head_inits)
+    _save(head, root / "head.onnx")
+    graphs = {"caption_projector": proj_spec, "encoder": ("encoder.onnx", _spec(enc.input), _spec(enc.output)),
+              "head": ("head.onnx", _spec(head.input), _spec(head.output))}
+    write_manifest(root, task, graphs, T, S, D, [], post=post)
     return root
 
 

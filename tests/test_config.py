@@ -27,6 +27,8 @@ def test_task_settings_follow_the_avmoe_table():
 def test_overrides_address_dotted_fields_and_parse_json():
     cfg = load_config("tiny", "ave", ["task.avmoe.num_cma=2", "caste.topk_ratio=0.25", "visual.depths=[2,2,2,2]"])
     assert cfg.task.avmoe.num_cma == 2 and cfg.caste.topk_ratio == 0.25 and cfg.visual.depths == (2, 2, 2, 2)
+    cfg = load_config("tiny", "ave", ["task.train.lr=1", "task.train.precision=16", "visual.weights=null"])
+    assert cfg.task.train.lr == 1 and cfg.task.train.precision == "16" and cfg.visual.weights is None
 
 
 @pytest.mark.parametrize(
@@ -37,6 +39,9 @@ def test_overrides_address_dotted_fields_and_parse_json():
         ("tiny", "ave", ["caste.nope=1"], "no field"),
         ("tiny", "ave", ["nope.x=1"], "no section"),
         ("tiny", "ave", ["caste.topk_ratio"], "key=value"),
+        ("tiny", "ave", ["task.train.epochs=abc"], 'task.train.epochs: expected an integer, got "abc"'),
+        ("tiny", "ave", ["task.avmoe.pre_ln=1"], "task.avmoe.pre_ln: expected true or false, got 1"),
+        ("tiny", "ave", ["visual.depths=3"], "visual.depths: expected a list, got 3"),
     ],
 )
 def test_bad_config_requests_raise_config_error(preset, task, overrides, match):

@@ -32,6 +32,22 @@ def default_inputs(videos: Optional[List[Path]], bundle: Optional[Path]) -> tupl
     return list(videos), bundle
 
 
+def check_outputs(json_out, plot, masks, overlay) -> None:
+    """Every output path is writable before any work starts (`caeav.outputs`): one line naming the option."""
+    from caeav.outputs import check_output_dir, check_output_file
+
+    check_output_file(json_out, "--json")
+    check_output_file(plot, "--plot")
+    check_output_dir(masks, "--masks")
+    check_output_file(overlay, "--overlay")
+    if overlay is not None:
+        from caeav.runtime.tasks.avs_files import OVERLAY_SUFFIXES
+
+        if Path(overlay).suffix.lower() not in OVERLAY_SUFFIXES:
+            raise CaeavError(f"--overlay {overlay}: give a video file name ending in "
+                             f"{', '.join(OVERLAY_SUFFIXES)}")
+
+
 def infer(
     videos: Optional[List[Path]] = typer.Argument(None, help="video files, folders or .txt lists (default: the "
                                                   "bundled sample clip)"),
@@ -40,9 +56,18 @@ def infer(
     precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16 or int8 (as the bundle has them)"),
     captions: Optional[str] = typer.Option(None, "--captions", help="caption cache file, or 'none' (default: none, "
                                            "the empty-caption features)"),
-    task: Optional[str] = typer.Option(None, "--task", help="ave or avvp: fail unless the bundle is for this task"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON (schema caeav.infer/1)"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="write a timeline PNG"),
+    task: Optional[str] = typer.Option(None, "--task", help="fail unless the bundle is for this task (ave, avvp, "
+                                       "avs_s4, avs_ms3, avqa)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON (schema caeav.infer/2; "
+                                            "OUT.partial.jsonl beside it while it runs)"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write a figure PNG: sampled frames, spectrogram, "
+                                        "results"),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="AVS: folder for one binary PNG per sampled frame"),
+    overlay: Optional[Path] = typer.Option(None, "--overlay", help="AVS: write the clip with the masks tinted "
+                                           "(OUT.mp4; OUT_<clip>.mp4 for several clips)"),
+    question: Optional[List[str]] = typer.Option(None, "--question", help="AVQA: a question to ask (repeatable)"),
+    questions_file: Optional[Path] = typer.Option(None, "--questions", help="AVQA: file of questions, one per "
+                                                  "line, or JSONL {video, question}"),
     window_stride: Optional[int] = typer.Option(None, "--window-stride", help="seconds between windows of a long "
                                                 "video (default: T, no overlap; smaller values overlap)"),
     batch: Optional[int] = typer.Option(None, "--batch", help="windows per engine call (default: the bundle's)"),
@@ -52,41 +77,70 @@ def infer(
                                              help="run videos without an audio track on silence instead of failing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no table, no progress bar"),
 ) -> None:
-    """Per-second audio-visual events of videos, from an export bundle (PyTorch not needed)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Results of a bundle's task on videos: AVE/AVVP events per second, AVS masks, AVQA answers (no PyTorch)."""
     from caeav.runtime import InferOptions, Pipeline
+    from caeav.runtime.pipeline import collect_videos
     from caeav.runtime.render import print_report
-    from caeav.runtime.results import write_json
 
     inputs, bundle = default_inputs(videos, bundle)
     if window_stride is not None and window_stride < 1:
         raise CaeavError("--window-stride must be at least 1 second")
+    check_outputs(json_out, plot, masks, overlay)
     options = InferOptions(task=task, engine=engine, precision=precision, captions=captions,
                            window_stride=window_stride, batch=batch, workers=workers,
-                           allow_missing_audio=allow_missing_audio, checkpoint=checkpoint)
+                           allow_missing_audio=allow_missing_audio, checkpoint=checkpoint, plot=plot, masks=masks,
+                           overlay=overlay, questions=list(question or []), questions_file=questions_file)
     pipe = Pipeline(bundle, options)
-    err = Console(stderr=True)
-    from caeav.runtime.pipeline import collect_videos
-
     paths = collect_videos(inputs)
     if not paths:
         raise CaeavError("no video files found in " + ", ".join(str(i) for i in inputs))
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=quiet or len(paths) < 2 or not err.is_terminal) as bar:
-        job = bar.add_task(f"infer ({pipe.model.engine} {pipe.model.precision})", total=len(paths))
-        report = pipe.run(paths, progress=lambda _p: bar.advance(job))
+    report = run_and_save(pipe, paths, json_out, quiet)
     if not quiet:
         print_report(report)
-    if json_out is not None:
-        write_json(report, json_out)
     if plot is not None and report.results:
-        from caeav.runtime.plot import draw_timeline
+        from caeav.runtime.plot import draw_figure
 
-        draw_timeline(report.results, pipe.bundle.task, plot)
+        draw_figure(report, plot)
     if report.failures:
         listed = "; ".join(f"{f.path}: {f.error}" if not f.error.startswith(f.path) else f.error
                            for f in report.failures[:3])
         more = f" (+{len(report.failures) - 3} more)" if len(report.failures) > 3 else ""
         raise BatchFailed(f"{len(report.failures)} of {len(paths)} video(s) failed: {listed}{more}")
+
+
+def run_and_save(pipe, paths: list, json_out: Optional[Path], quiet: bool):
+    """Run the pipeline with a progress bar; with --json, results go to OUT.partial.jsonl as they finish and to
+    OUT at the end, also when SIGINT/SIGTERM stops the run (then marked interrupted, and the signal goes on)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from caeav.runtime.results import PartialLog
+
+    err = Console(stderr=True)
+    report = pipe.new_report()
+    log = PartialLog(json_out, report) if json_out is not None else None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=quiet or len(paths) < 2 or not err.is_terminal) as bar:
+        job = bar.add_task(f"infer ({pipe.model.engine} {pipe.model.precision})", total=len(paths))
+        try:
+            pipe.run(paths, progress=lambda _p: bar.advance(job), report=report,
+                     on_result=log.add if log is not None else None)
+        except KeyboardInterrupt:
+            save(report, json_out, log)  # the clips finished so far, "interrupted": true
+            raise
+    save(report, json_out, log)
+    return report
+
+
+def save(report, json_out: Optional[Path], log) -> None:
+    """OUT.json, then the partial file goes; if OUT.json cannot be written the partial file stays (and says so)."""
+    from caeav.runtime.results import write_json
+
+    if log is None:
+        return
+    try:
+        write_json(report, json_out)
+    except BaseException:
+        log.close(remove=False)
+        raise
+    log.close(remove=True)

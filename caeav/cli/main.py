@@ -97,6 +97,16 @@ def _interrupted() -> int:
     return _SIGNALS[name]
 
 
+def _usage_hint(argv: list[str] | None) -> str:
+    """'caeav CMD [SUB] --help' for the (sub)command of `argv`, for errors click raises without a usage line."""
+    words = []
+    for arg in (sys.argv[1:] if argv is None else argv):
+        if arg.startswith("-") or len(words) == 2:
+            break
+        words.append(arg)
+    return f"caeav {' '.join(words + ['--help'])} lists the options"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `caeav` console script.
 
@@ -111,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        rv = app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False, prog_name="caeav")
         # typer turns KeyboardInterrupt (and our SIGTERM) into `Exit(130)` and returns its code here
         if rv == 130 or _received:
             return _interrupted()
@@ -135,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     except usage_errors as exc:  # usage errors: usage line + one message, exit 2
+        if getattr(exc, "ctx", True) is None:  # click raised it before a command context existed: no usage line
+            typer.echo(f"Usage: {_usage_hint(argv)}", err=True)
         exc.show()
         return exc.exit_code
     except aborts:

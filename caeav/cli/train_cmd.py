@@ -26,33 +26,42 @@ def train(
                                           "PyTorch's; 1 is often fastest on a small shared machine)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
-    """Train CAE-AV on a task (architecture.md §8 recipe); writes last/, best/, metrics.csv, TensorBoard logs."""
-    from caeav.train import distributed
-    from caeav.train.run import prepare_run
-    from caeav.train.run import train as run_training
-    from caeav.train.trainer import TrainOptions
+    """Train CAE-AV on a task (architecture.md §8 recipe); writes last/, best/, metrics.csv, TensorBoard logs.
+    Ctrl-C / SIGTERM stop at the next optimiser step with last/ saved and print the command that resumes."""
+    import shlex
 
     from caeav.outputs import check_output_dir
+    from caeav.train import distributed
+    from caeav.train.run import prepare_run, stopped_note
+    from caeav.train.run import train as run_training
+    from caeav.train.trainer import TrainingError, TrainOptions
 
     check_output_dir(out or Path("runs"), "--out")
     cfg, run_dir = prepare_run(task, config, str(out) if out else None, overrides or [], resume)
-    if devices > 1 and not distributed.under_torchrun():
-        argv = ["train", task, "--config", config, "--data-root", str(data_root), "--out", str(run_dir),
-                "--workers", str(workers), *(["--captions", str(captions)] if captions else []),
-                *(["--media-cache", str(media_cache)] if media_cache else []),
-                *(["--device", device] if device else []), *(["--resume"] if resume else []),
-                *(["--threads", str(threads)] if threads else []),
-                *(["--quiet"] if quiet else []), *(overrides or [])]
-        code = distributed.launch(devices, argv)
-        if code != 0:
-            from caeav.train.trainer import TrainingError
-
-            raise TrainingError(f"distributed training failed (torchrun exit code {code}; see the ranks' messages above)")
-        return
-    opts = TrainOptions(data_root=str(data_root), out=str(run_dir), captions=str(captions) if captions else None,
-                        resume=resume, workers=workers, media_cache=str(media_cache) if media_cache else None,
-                        device=device, show_progress=not quiet, threads=threads)
-    results = run_training(cfg, opts)
+    argv = ["train", task, "--config", config, "--data-root", str(data_root), "--out", str(run_dir),
+            "--workers", str(workers), *(["--captions", str(captions)] if captions else []),
+            *(["--media-cache", str(media_cache)] if media_cache else []),
+            *(["--device", device] if device else []), *(["--resume"] if resume else []),
+            *(["--threads", str(threads)] if threads else []),
+            *(["--quiet"] if quiet else []), *(overrides or [])]
+    resume_line = shlex.join(["caeav", *argv, *(["--devices", str(devices)] if devices > 1 else []),
+                              *([] if resume else ["--resume"])])
+    try:
+        if devices > 1 and not distributed.under_torchrun():
+            code = distributed.launch(devices, argv)
+            if code != 0:
+                raise TrainingError(f"distributed training failed (torchrun exit code {code}; see the ranks' "
+                                    "messages above)")
+            return
+        opts = TrainOptions(data_root=str(data_root), out=str(run_dir), captions=str(captions) if captions else None,
+                            resume=resume, workers=workers, media_cache=str(media_cache) if media_cache else None,
+                            device=device, show_progress=not quiet, threads=threads)
+        results = run_training(cfg, opts)
+    except KeyboardInterrupt:  # also SIGTERM (caeav.errors.Terminated); the CLI adds its own line and exit code
+        if distributed.reports_stop():
+            typer.echo(stopped_note(run_dir, resume_line if not distributed.under_torchrun()
+                                    else "the same torchrun command with --resume"), err=True)
+        raise
     if distributed.under_torchrun() and int(__import__("os").environ.get("RANK", "0")) != 0:
         return
     best = results.get("best_val_score")

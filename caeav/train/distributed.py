@@ -4,14 +4,25 @@ through `torch.distributed.run`.
 Under torchrun every process reads RANK / WORLD_SIZE / LOCAL_RANK from the environment; GPUs use NCCL (one device per
 local rank), CPUs use gloo. Multi-node: start `torchrun --nnodes ... -m caeav.cli.main train ...` on every node
 yourself (then `--devices` is ignored); `--devices N` is the single-node shortcut.
+
+Ctrl-C in a terminal reaches every process of the group (the launcher, torchrun and each rank); torchrun passes it on
+once more, which `caeav.train.interrupt` counts as one request. A SIGTERM sent to the launcher alone is passed on to
+torchrun, which passes it to the ranks; the launcher then waits for them to save `last/` (`STOP_WAIT_S`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
+
+from caeav.errors import Terminated
+
+LAUNCHED = "CAEAV_DDP_LAUNCHER"  # set for the ranks `launch` starts: their launcher reports a stop, not they
+STOP_WAIT_S = 90  # torchrun gives its ranks 30 s after passing a signal on, then kills them
 
 import torch
 import torch.distributed as dist
@@ -99,10 +110,28 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
+def reports_stop() -> bool:
+    """Whether this process tells the user how to resume a stopped run: a single process, the `--devices`
+    launcher, or rank 0 of a torchrun the user started; not the ranks `launch` started."""
+    if not under_torchrun():
+        return True
+    return os.environ.get(LAUNCHED) != "1" and os.environ.get("RANK") == "0"
+
+
 def launch(devices: int, argv: list[str]) -> int:
-    """Run `caeav <argv>` in `devices` processes through torch.distributed.run (single node); returns its exit code."""
+    """Run `caeav <argv>` in `devices` processes through torch.distributed.run (single node); returns its exit code.
+    Interrupted, it lets the ranks stop cleanly (module docstring) and re-raises."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
            "-m", "caeav.cli.main", *argv]
-    env = dict(os.environ)
+    env = dict(os.environ, **{LAUNCHED: "1"})
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
-    return subprocess.call(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt as stop:
+        if isinstance(stop, Terminated):  # a SIGTERM for the launcher alone; a Ctrl-C reached the ranks already
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(STOP_WAIT_S)
+        raise

@@ -3,16 +3,19 @@
     cfg, out = prepare_run("ave", "tiny", "runs/ave", overrides=["task.train.epochs=3"], resume=False)
     results = train(cfg, TrainOptions(data_root="data/ave", out=out))
     metrics = evaluate_checkpoint("runs/ave/best", "data/ave", split="test")
+    print(stopped_note("runs/ave", "caeav train ave ... --resume"))   # after Ctrl-C: what last/ holds, how to resume
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 from caeav.config import ModelConfig, apply_overrides, canonical_task, load_config
 from caeav.errors import CaeavError
-from caeav.train.trainer import Trainer, TrainingError, TrainOptions, autocast_context, resolve_precision
+from caeav.train.trainer import (Trainer, TrainingError, TrainOptions, autocast_context, existing_run,
+                                 resolve_precision)
 
 
 def default_run_dir(task: str, preset: str, base: str = "runs") -> Path:
@@ -68,6 +71,23 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> dict:
         return Trainer(cfg, opts, info).fit()
     finally:
         distributed.teardown(info)
+
+
+def stopped_note(run_dir, resume_command: str) -> str:
+    """The line `caeav train` prints when a signal stopped it: what `last/` holds and the command that continues
+    the run (or, when nothing was saved yet, how to start again)."""
+    from caeav.model.checkpoint import STATE_FILE, resolve_checkpoint_dir
+
+    run_dir = Path(run_dir)
+    try:
+        path = resolve_checkpoint_dir(run_dir / "last")
+        state = json.loads((path / STATE_FILE).read_text())
+        epoch, step = int(state["epoch"]), int(state["step_in_epoch"])
+    except (CaeavError, OSError, ValueError, KeyError, TypeError):
+        again = "run the same command again" if existing_run(run_dir) is None else "choose a new --out"
+        return f"caeav: no checkpoint was saved in {run_dir} yet; to start over, {again}"
+    held = f"epoch {epoch + 1} after {step} micro-batches" if step else f"{epoch} complete epoch(s)"
+    return f"caeav: {path} holds {held}; resume with: {resume_command}"
 
 
 def evaluate_checkpoint(checkpoint: str, data_root: str, split: str = "test", task: Optional[str] = None,

@@ -8,18 +8,22 @@ Per epoch: micro-batches of `task.train.batch_size` clips; every `accum_steps` o
 once per epoch; validation with the exact metrics; `last/` rewritten every epoch (and every `checkpoint_every` steps),
 `best/` when the validation score improves. The test split is evaluated once, with the best weights, at the end.
 A non-finite loss stops the run with `TrainingError`, after making sure `last/` holds the last good state.
+Ctrl-C / SIGTERM stop it at the next optimiser step with `last/` rewritten there (`caeav.train.interrupt`).
 
 Resume (`TrainOptions.resume`): `last/` stores the weights, Adam and StepLR state, every rank's RNG state, the epoch
 and the number of micro-batches already consumed in it; the data order is a function of (seed, epoch)
-(`EpochSampler`), so the resumed run continues with the same items and ends with the same weights.
+(`EpochSampler`), so the resumed run continues with the same items and ends with the same weights. Its files are
+checked against their sha256 and the weights loaded as strictly as `caeav eval` loads them
+(`caeav.model.checkpoint.load_model_weights`). A fresh run refuses a directory that already holds one
+(`existing_run`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -29,10 +33,12 @@ import torch
 from caeav.config import ModelConfig
 from caeav.errors import CaeavError
 from caeav.files import write_bytes_atomic, write_json_atomic
-from caeav.model.checkpoint import load_trainer_state, resolve_checkpoint_dir, save_checkpoint, unwrap
+from caeav.model.checkpoint import (load_model_weights, load_trainer_state, resolve_checkpoint_dir, save_checkpoint,
+                                    unwrap)
 from caeav.train import distributed as D
 from caeav.train.batches import build_split, caption_hook, collate, loss_targets, model_inputs, to_device
 from caeav.train.evaluate import evaluate
+from caeav.train.interrupt import StopRequest, ignore_stop_signals
 from caeav.train.logger import RunLogger
 from caeav.train.optim import build_optimizer, build_scheduler
 from caeav.train.sampler import EpochSampler
@@ -41,6 +47,27 @@ from caeav.train.state import restore_rng_state, rng_state, seed_everything
 
 class TrainingError(CaeavError):
     """Training cannot go on (a non-finite loss, an unusable run directory)."""
+
+
+CHECKPOINTS = ("last", "best")
+RESUME_KEYS = ("epoch", "step_in_epoch", "global_step", "best_score", "best_epoch", "since_best", "sums",
+               "scheduler")
+
+
+def existing_run(run_dir: Path) -> Optional[str]:
+    """What in `run_dir` shows that a run was trained there, or None: a checkpoint, the `<ckpt>.tmp-<pid>` /
+    `<ckpt>.old-<pid>` a writer left (killed mid-write, or between the two renames), results, or metrics rows."""
+    for name in CHECKPOINTS:
+        found = [run_dir / name] if (run_dir / name).exists() else []
+        found += sorted(run_dir.glob(f"{name}.old-*")) + sorted(run_dir.glob(f"{name}.tmp-*"))
+        if found:
+            return found[0].name + ("/" if found[0].is_dir() else "")
+    if (run_dir / "results.json").exists():
+        return "results.json"
+    metrics = run_dir / "metrics.csv"
+    if metrics.is_file() and len(metrics.read_bytes().splitlines()) > 1:
+        return "metrics.csv with epoch rows"
+    return None
 
 
 def resolve_precision(want: str, device: torch.device) -> str:
@@ -85,6 +112,7 @@ class Trainer:
         self.log = RunLogger(self.run_dir, enabled=self.dist.is_main, show_progress=opts.show_progress)
         self.device = self.dist.device
         self.precision = resolve_precision(cfg.task.train.precision, self.device)
+        self._stop = StopRequest()  # replaced by the active one while `fit` runs its epochs
 
     # ------------------------------------------------------------------------------------------------ set-up
 
@@ -94,21 +122,24 @@ class Trainer:
     def _loader(self, dataset, sampler, batch_size):
         return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
                                            num_workers=self.opts.workers, pin_memory=self.device.type == "cuda",
-                                           generator=torch.Generator().manual_seed(0))
+                                           generator=torch.Generator().manual_seed(0),
+                                           worker_init_fn=ignore_stop_signals if self.opts.workers else None)
 
     def _setup(self) -> Optional[dict]:
         """Model, optimiser, scheduler, data; returns the resumed trainer state (or None for a fresh run)."""
         from caeav.model.cae_av import build_model
 
         cfg, train = self.cfg, self.cfg.task.train
+        found = None if self.opts.resume else existing_run(self.run_dir)
+        if found:
+            raise TrainingError(f"{self.run_dir} already holds a run ({found}); pass --resume to continue it, or "
+                                "choose a new --out")
         seed_everything(train.seed)
         self.model = build_model(cfg, device=self.device)
         self.optimizer = build_optimizer(self.model, train)
         self.scheduler = build_scheduler(self.optimizer, train)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         state = self._resume() if self.opts.resume else None
-        if state is None and (self.run_dir / "last").exists():
-            raise TrainingError(f"{self.run_dir} already holds a run (last/); pass --resume or choose a new --out")
         self.net = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -123,20 +154,28 @@ class Trainer:
         return state
 
     def _resume(self) -> dict:
+        """Load last/ (or the `last.old-<pid>` a crash between its renames left) into model, optimiser, scheduler,
+        scaler and RNGs; every damaged or misfitting file is one TrainingError / WeightsError line."""
         try:
             path = resolve_checkpoint_dir(self.run_dir / "last")
         except CaeavError:
-            raise TrainingError(f"--resume: {self.run_dir / 'last'} holds no checkpoint to resume from") from None
-        from safetensors.torch import load_file
-
-        self.model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+            raise TrainingError(f"--resume: {self.run_dir / 'last'} holds no checkpoint to resume from; start "
+                                "afresh with a new --out") from None
+        if path.name != "last":
+            self.log.info(f"resuming from {path}, the complete checkpoint a save cut short left beside last/")
+        load_model_weights(self.model, path)  # sha256, then eval's strict key and shape check
         state = load_trainer_state(path) or {}
-        if "optimizer" not in state:
-            raise TrainingError(f"{path} has no optimiser state; it cannot be resumed")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        missing = [k for k in ("optimizer",) + RESUME_KEYS if k not in state]
+        if missing:
+            raise TrainingError(f"{path} has no {', '.join(missing)} in its trainer state; it cannot be resumed")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise TrainingError(f"{path}: its optimiser state does not fit this model ({' '.join(str(exc).split())})"
+                                ) from None
         rngs = state.get("rng", [])
         if len(rngs) == self.dist.world:
             restore_rng_state(rngs[self.dist.rank])
@@ -220,15 +259,25 @@ class Trainer:
                                  progress["global_step"])
                 self._steps_here += 1
                 every = train.checkpoint_every
-                if every > 0 and progress["global_step"] % every == 0 and i < n_micro - 1:
+                saved = every > 0 and progress["global_step"] % every == 0 and i < n_micro - 1
+                if saved:
                     self._save_last(progress)
                 if self.opts.max_steps is not None and self._steps_here >= self.opts.max_steps:
                     return None
+                if D.any_true(self._stop.requested, self.dist):  # every rank stops at the same step
+                    self._stop_at_step(progress, saved)
             progress["clips_per_s"] = bar.rate
         n = max(sums.pop("_n", 1), 1)
         means = {k: v / n for k, v in sums.items()}
         progress["sums"] = {}
         return means
+
+    def _stop_at_step(self, progress: dict, saved: bool) -> None:
+        """Ctrl-C / SIGTERM arrived: make last/ hold this optimiser-step boundary (what a `checkpoint_every` save
+        holds, so resuming continues exactly here), then raise the held signal's KeyboardInterrupt / Terminated."""
+        if not saved:
+            self._save_last(progress)
+        self._stop.deliver()
 
     def _validate(self) -> Optional[dict]:
         if not self.dist.is_main:
@@ -240,7 +289,6 @@ class Trainer:
 
     def fit(self) -> dict:
         state = self._setup()
-        train = self.cfg.task.train
         self._steps_here = 0
         keys = ("epoch", "step_in_epoch", "global_step", "best_score", "best_epoch", "since_best", "sums")
         progress = {k: state[k] for k in keys} if state else {
@@ -249,37 +297,51 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(self.run_dir / "config.json", self.cfg.to_json().encode())
+            if state is None:  # `existing_run` let it through: at most the header of a run stopped in epoch 1
+                (self.run_dir / "metrics.csv").unlink(missing_ok=True)
         try:
-            while progress["epoch"] < train.epochs:
-                epoch, start = progress["epoch"], time.perf_counter()
-                means = self._train_epoch(epoch, progress)
-                if means is None:
+            with StopRequest(announce=self.dist.is_main) as self._stop:
+                if not self._epochs(progress):
                     return {"stopped": True, "global_step": progress["global_step"]}
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.scheduler.step()
-                val = D.broadcast_object(self._validate(), self.dist)
-                improved = progress["best_score"] is None or val["score"] > progress["best_score"]
-                progress.update(epoch=epoch + 1, step_in_epoch=0)
-                if improved:
-                    progress.update(best_score=val["score"], best_epoch=epoch + 1, since_best=0)
-                    if self.dist.is_main:
-                        save_checkpoint(self.model, self.cfg, self.run_dir / "best",
-                                        {"epoch": epoch + 1, "val": val})
-                else:
-                    progress["since_best"] += 1
-                row = {"epoch": epoch + 1, "lr": lr,
-                       **{f"train_{k}": v for k, v in means.items()}, **{f"val_{k}": v for k, v in val.items()},
-                       "clips_per_s": progress.pop("clips_per_s", 0.0), "seconds": time.perf_counter() - start}
-                self.log.epoch_row(row)
-                self.log.info(f"epoch {epoch + 1}: loss {means.get('total', float('nan')):.4f}  "
-                              f"val score {val['score']:.2f}" + ("  (best)" if improved else ""))
-                self._save_last(progress)
-                if 0 < train.early_stop <= progress["since_best"]:
-                    self.log.info(f"early stop: no improvement for {train.early_stop} epochs")
-                    break
-            return self._finish(progress)
+            return self._finish(progress)  # a signal during the test evaluation stops at once: last/ is complete
         finally:
             self.log.close()
+
+    def _epochs(self, progress: dict) -> bool:
+        """Train and validate epoch by epoch until `task.train.epochs` or early stop (True), or until the
+        `max_steps` hook fires (False); last/ is rewritten after every epoch."""
+        train = self.cfg.task.train
+        while progress["epoch"] < train.epochs:
+            epoch, start = progress["epoch"], time.perf_counter()
+            means = self._train_epoch(epoch, progress)
+            if means is None:
+                return False
+            lr = self.optimizer.param_groups[0]["lr"]
+            with warnings.catch_warnings():  # resumed at an epoch's end, this process has not stepped the optimiser
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                self.scheduler.step()
+            val = D.broadcast_object(self._validate(), self.dist)
+            improved = progress["best_score"] is None or val["score"] > progress["best_score"]
+            progress.update(epoch=epoch + 1, step_in_epoch=0)
+            if improved:
+                progress.update(best_score=val["score"], best_epoch=epoch + 1, since_best=0)
+                if self.dist.is_main:
+                    save_checkpoint(self.model, self.cfg, self.run_dir / "best", {"epoch": epoch + 1, "val": val})
+            else:
+                progress["since_best"] += 1
+            row = {"epoch": epoch + 1, "lr": lr,
+                   **{f"train_{k}": v for k, v in means.items()}, **{f"val_{k}": v for k, v in val.items()},
+                   "clips_per_s": progress.pop("clips_per_s", 0.0), "seconds": time.perf_counter() - start}
+            self.log.epoch_row(row)
+            self.log.info(f"epoch {epoch + 1}: loss {means.get('total', float('nan')):.4f}  "
+                          f"val score {val['score']:.2f}" + ("  (best)" if improved else ""))
+            self._save_last(progress)
+            if D.any_true(self._stop.requested, self.dist):  # a signal held through validation: last/ is this epoch
+                self._stop.deliver()
+            if 0 < train.early_stop <= progress["since_best"]:
+                self.log.info(f"early stop: no improvement for {train.early_stop} epochs")
+                break
+        return True
 
     def _finish(self, progress: dict) -> dict:
         """Test split once, with the best validation weights; results.json."""
@@ -287,10 +349,8 @@ class Trainer:
         if self.dist.is_main:
             best = self.run_dir / "best"
             if best.exists():
-                from safetensors.torch import load_file
-
-                self.model.load_state_dict(load_file(str(best / "model.safetensors")), strict=False)
-                results["best_val"] = json.loads((best / "trainer_state.json").read_text()).get("val")
+                load_model_weights(self.model, best)
+                results["best_val"] = (load_trainer_state(best) or {}).get("val")
             if self.opts.eval_test:
                 test_set = build_split(self.cfg, "test", self.opts.data_root, self.captions, self.opts.media_cache)
                 loader = self._loader(test_set, EpochSampler(len(test_set), 0, shuffle=False),

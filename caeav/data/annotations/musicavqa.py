@@ -5,9 +5,10 @@ objects with `video_id` (str), `question_id` (int), `type` (a *string* holding a
 `question_content` (a template with `<Object>`, `<LR>`, `<FL>`, ... placeholders), `templ_values` (a string holding the
 list of fill-ins), `question_deleted` and `anser` (sic, the answer).
 
-Question encoding (`dataloader_avst.py:41-69,231-250`): strip trailing spaces, split on single spaces, drop the last
-character of the last token (the `?`, ASCII or full-width), replace each token containing `<` by the next templ_values
-entry, pad with `<pad>` to 14 tokens, map tokens through the question vocabulary; the label is the answer's index.
+Question encoding (`dataloader_avst.py:41-69,231-250`; one definition with the runtime's free-text tokeniser in
+`caeav.data.questions`): strip trailing spaces, split on single spaces, drop the last character of the last token
+(the `?`, ASCII or full-width), replace each token containing `<` by the next templ_values entry, pad with `<pad>` to
+14 tokens, map tokens through the question vocabulary; the label is the answer's index.
 
 Vocabularies: `ans_vocab.txt` (42 answers) is the label order. `ques_vocab.txt` holds 186 lines that are the same 93
 tokens written twice (`<pad>` first); the vocabulary is the first occurrence of each token, 93 entries, which is the
@@ -20,35 +21,21 @@ import ast
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
 from caeav.errors import DataError
 from caeav.metrics.avqa import AVQA_QUESTION_TYPES
 
+from ..questions import PAD, QUESTION_LENGTH, QuestionVocab, template_tokens
 from ._io import PathLike, read_lines, read_text, resolve_root
 
-AVQA_MAX_QUESTION_LEN = 14
-AVQA_PAD = "<pad>"
+AVQA_MAX_QUESTION_LEN = QUESTION_LENGTH
+AVQA_PAD = PAD
 AVQA_SPLITS = ("train", "val", "test")
 _KEYS = ("video_id", "question_id", "type", "question_content", "templ_values", "anser")
-
-
-def question_tokens(template: str, templ_values: Sequence[str]) -> list[str]:
-    """The filled question tokens (no padding), exactly as the authors' loader builds them."""
-    words = template.rstrip().split(" ")
-    words[-1] = words[-1][:-1]
-    values = iter(templ_values)
-    out = []
-    for w in words:
-        if "<" in w:
-            try:
-                w = next(values)
-            except StopIteration:
-                raise DataError(f"question {template!r}: more placeholders than templ_values {list(templ_values)}") from None
-        out.append(w)
-    return out
+question_tokens = template_tokens  # the authors' rule, shared with the runtime (caeav.data.questions)
 
 
 @dataclass(frozen=True)
@@ -84,23 +71,21 @@ class AVQAVocab:
 
     questions: tuple[str, ...]
     answers: tuple[str, ...]
-    _word_ix: dict = field(init=False, repr=False, compare=False)
     _answer_ix: dict = field(init=False, repr=False, compare=False)
+    _question_vocab: QuestionVocab = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "_word_ix", {w: i for i, w in reversed(list(enumerate(self.questions)))})
         object.__setattr__(self, "_answer_ix", {a: i for i, a in reversed(list(enumerate(self.answers)))})
+        object.__setattr__(self, "_question_vocab", QuestionVocab(self.questions, AVQA_MAX_QUESTION_LEN, AVQA_PAD))
+
+    def question_vocab(self, max_len: int = AVQA_MAX_QUESTION_LEN) -> QuestionVocab:
+        """The question vocabulary as `caeav.data.questions` encodes with it (training and runtime)."""
+        qv = self._question_vocab
+        return qv if max_len == qv.length else QuestionVocab(self.questions, max_len, AVQA_PAD)
 
     def encode_question(self, question: AVQAQuestion, max_len: int = AVQA_MAX_QUESTION_LEN) -> np.ndarray:
         """[max_len] int64 token indices, `<pad>`-padded at the end."""
-        tokens = question.tokens()
-        if len(tokens) > max_len:
-            raise DataError(f"question {question.question_id} has {len(tokens)} tokens, more than {max_len}")
-        tokens += [AVQA_PAD] * (max_len - len(tokens))
-        unknown = [t for t in tokens if t not in self._word_ix]
-        if unknown:
-            raise DataError(f"question {question.question_id}: token {unknown[0]!r} is not in the question vocabulary")
-        return np.array([self._word_ix[t] for t in tokens], dtype=np.int64)
+        return self.question_vocab(max_len).ids(question.tokens(), f"question {question.question_id}")
 
     def answer_index(self, answer: str) -> int:
         if answer not in self._answer_ix:

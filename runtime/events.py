@@ -32,7 +32,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, in float64."""
     x = np.asarray(x, dtype=np.float64)
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -54,9 +55,10 @@ def ave_timeline(windows: Sequence[dict], starts: Sequence[int], n: int, segment
     if "segment_logits" in windows[0]:
         logits = merge_per_second([w["segment_logits"] for w in windows], starts, n)
         labels = logits.argmax(axis=-1).astype(np.int64)
-        conf = _softmax(logits)[np.arange(n), labels]
+        probs = softmax(logits)
+        conf = probs[np.arange(n), labels]
         background = logits.shape[-1] - 1
-        event_prob = 1.0 - _softmax(logits)[:, background]
+        event_prob = 1.0 - probs[:, background]
         class_prob = conf
     else:
         is_event = merge_per_second([w["is_event"] for w in windows], starts, n)
@@ -65,7 +67,7 @@ def ave_timeline(windows: Sequence[dict], starts: Sequence[int], n: int, segment
         cls = event.argmax(axis=-1).astype(np.int64)
         labels = np.where(is_event > 0, cls, background).astype(np.int64)
         event_prob = _sigmoid(is_event)
-        class_prob = _softmax(event)[np.arange(n), cls]
+        class_prob = softmax(event)[np.arange(n), cls]
         conf = np.where(labels == background, 1.0 - event_prob, event_prob * class_prob)
     names = list(class_names)[:background] + ["background"]
     per_second = [{"second": t, "label": names[int(labels[t])], "index": int(labels[t]),

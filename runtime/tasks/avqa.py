@@ -33,7 +33,8 @@ from caeav.errors import CaeavError
 from ..question import Question, QuestionEncoder, questions_for, read_questions_file
 from ..rows import Ranking, Text
 from .ave import video_title
-from .base import TaskAdapter, softmax
+from ..events import softmax
+from .base import TaskAdapter
 
 TOP_K = 5
 BENCH_QUESTION = "How many instruments are sounding in the video?"  # what `caeav bench` asks (a MUSIC-AVQA question)

@@ -121,11 +121,5 @@ class TaskAdapter:
         return {}
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def article(word: str) -> str:
     return "an" if word[:1].upper() in "AEIOU" else "a"

@@ -139,8 +139,8 @@ class AVMoEConfig:
     skip_num: int = 2  # stages whose (index+1) % skip_num == 0 get no adapters; <=1 = none skipped
     router_hidden: tuple = (128, 32)
     router_noise_std: float = 0.0
-    # weight on KL(U || mean router probs), summed over MoE modules (0 = off). The authors' kl_div(..., "batchmean")
-    # on a 1-D tensor divides by E, so their weight w is our w / E: AVVP 1 -> 0.5 (E=2), AVS-MS3 0.01 -> 0.0025 (E=4).
+    # weight on E·KL(U || mean router probs), summed over MoE modules (0 = off): the authors' weight as their scripts
+    # set it (AVVP 1, AVS-MS3 0.01), their per-call loss having the same gradient (`caeav.model.avmoe.load_balancing_loss`)
     lb_weight: float = 0.0
 
 
@@ -185,6 +185,26 @@ class TaskConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     head: dict = field(default_factory=dict)
+    # the authors' AVVP model discards each HTS-AT block's output (architecture.md §2.5); decisions D2 runs the blocks
+    authors_audio_bypass: bool = False
+
+
+@dataclass
+class STStreamConfig:
+    """AVVP's spatio-temporal stream: a frozen R(2+1)D-18-family network over each 1-s segment
+    (`caeav.model.st_stream`; frame sampling in `caeav.media.st_frames`). Defaults: LLP's feats/r2plus1d_18."""
+
+    channels: tuple = (64, 128, 256, 512)  # widths of layer1..4; the feature is channels[-1] wide
+    depths: tuple = (2, 2, 2, 2)  # BasicBlocks per layer
+    stem_mid: int = 45  # channels between the stem's spatial and temporal convolutions
+    frames: int = 8  # frames per 1-s segment
+    fps: float = 8.0  # frame rate of the grid the frames are picked from (LLP: ffmpeg -r 8)
+    size: int = 112  # square resize, no crop (LLP: Resize((112, 112)))
+    mean: tuple = (0.43216, 0.394666, 0.37645)  # Kinetics-400
+    std: tuple = (0.22803, 0.22145, 0.216989)
+    weights: Optional[str] = None  # local weights file (torchvision layout); None = random init from `seed`
+    weights_name: Optional[str] = "r2plus1d_18-91a641e6.pth"  # the published weights it needs; None: random is fine
+    seed: int = 0
 
 
 @dataclass
@@ -197,6 +217,7 @@ class ModelConfig:
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     case: CASEConfig = field(default_factory=CASEConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
+    st: STStreamConfig = field(default_factory=STStreamConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -23,9 +23,10 @@ from caeav.export.manifest import FORMAT, MANIFEST, graph_entry, sha256_file, wr
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TOLERANCES = {"fp32": {"max_abs": 1e-4}, "fp16": {"cosine": 0.999, "agreement": 0.99}, "int8": {"cosine": 0.99}}
-# The encoder holds nearly all the compute; the others stay FP32 in an int8 bundle. (quantize_int8 calibrates one
-# sample of axis 0 at a time, which the head's mixed B / B·T inputs do not allow.)
-INT8_GRAPHS = ("encoder",)
+# The encoder (and AVVP's R(2+1)D-18 stream, ~0.4 TFLOP per clip) hold nearly all the compute; the others stay FP32 in
+# an int8 bundle. (quantize_int8 calibrates one sample of axis 0 at a time, which the head's mixed B / B·T inputs do
+# not allow.)
+INT8_GRAPHS = ("st_stream", "encoder")
 DEFAULT_BATCH = (1, 2, 8)
 
 
@@ -71,6 +72,10 @@ def postprocess_info(model) -> dict:
 
         info.update(classes=list(LLP_CLASSES), threshold=0.5,
                     rule="caeav.model.heads.postprocess_avvp.avvp_predict")
+        if getattr(model, "st_stream", None) is not None:  # how the runtime samples the stream's frames
+            from caeav.media.st_frames import STSampling
+
+            info["st_sampling"] = STSampling.from_config(cfg.st).to_dict()
     elif task == "avqa":
         from caeav.data.annotations import load_avqa_vocab
         from caeav.data.questions import PAD, QUESTION_LENGTH
@@ -87,18 +92,29 @@ def postprocess_info(model) -> dict:
     return info
 
 
-def _int8_variants(tmp: Path, calib: dict, graphs: dict, log) -> None:
+def _int8_variants(tmp: Path, calib: dict, fallback: Callable[[], dict], graphs: dict, log) -> list[str]:
+    """Quantise `INT8_GRAPHS` on `calib`; a graph whose inputs `calib` lacks (AVVP's stream, calibrated from a dataset
+    root without videos) uses `fallback()`'s sample inputs. Returns the names of those graphs."""
     try:
         from caeav.calibration import quantize_int8
     except ImportError as err:
         raise ExportError(f"int8 needs caeav.calibration.quantize_int8 ({err})") from err
     import onnx
 
+    sampled = []
     for name in INT8_GRAPHS:
+        if name not in graphs:
+            continue
         log(f"int8: quantising {name}")
         inputs = [i.name for i in onnx.load(str(tmp / f"{name}.onnx"), load_external_data=False).graph.input]
-        quantize_int8(tmp / f"{name}.onnx", {k: calib[k] for k in inputs}, tmp / f"{name}.int8.onnx")
+        feeds = calib
+        if any(k not in calib for k in inputs):
+            log(f"int8: the calibration clips give no {', '.join(k for k in inputs if k not in calib)}; "
+                f"{name} is calibrated on sample inputs")
+            feeds, sampled = fallback(), sampled + [name]
+        quantize_int8(tmp / f"{name}.onnx", {k: feeds[k] for k in inputs}, tmp / f"{name}.int8.onnx")
         graphs[f"{name}.int8"] = graph_entry(tmp, f"{name}.int8.onnx", "int8")
+    return sampled
 
 
 def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] = ("fp32",),
@@ -151,9 +167,11 @@ def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] 
                 graphs[f"{spec.name}.fp16"] = graph_entry(tmp, f"{spec.name}.fp16.onnx", "fp16")
         calibration = None
         if "int8" in precisions:
+            sample = lambda: sample_inputs(cfg, 8, seed + 1, st_dim=st_dim)  # noqa: E731
+            sampled = _int8_variants(tmp, calib if calib is not None else sample(), sample, graphs, log)
             calibration = "clips" if calib is not None else "sample-inputs"
-            _int8_variants(tmp, calib if calib is not None else sample_inputs(cfg, 8, seed + 1, st_dim=st_dim),
-                           graphs, log)
+            if calib is not None and sampled:
+                calibration += f" ({', '.join(sampled)}: sample-inputs)"
         variants = [g["file"] for g in graphs.values() if g["precision"] != "fp32"]
         if variants:
             preflight_bundle_graphs(tmp, variants)

@@ -1,9 +1,15 @@
-"""The four inference graphs of a bundle, cut out of `CAEAV` and the caption text tower (bundle contract):
+"""The inference graphs of a bundle, cut out of `CAEAV` and the caption text tower (bundle contract):
 
     text_encoder        tokens [N,77] int64                   -> features [N,77,D]
     caption_projector   vis_caption, aud_caption [B,77,D]     -> v_cap [B,L_c,C_v], a_cap [B,L_c,C_a]
+    st_stream           st_clips [B,T,3,F,S',S']              -> st [B,T,D_st]   (AVVP with the R(2+1)D-18 stream)
     encoder             frames [B,T,3,S,S], wave [B,T,32000]  -> v [BT,L_v,C_v], a [BT,L_a,C_a] (+ AVS: stage0..3)
     head                v, a, v_cap, a_cap (+ avqa question, avvp st, avs stage0..3) -> the head's outputs
+
+AVVP's R(2+1)D-18 stream is a graph of its own, not part of the encoder: it is a plain 3-D CNN (Conv 1×k×k / k×1×1,
+BatchNorm folded, ReLU, GlobalAveragePool; every op in TensorRT's ONNX matrix, checked by the pre-flight) that gets
+its own FP16/INT8 variant and TensorRT profile, its input has a batch axis of clips rather than the encoder's, and a
+bundle without it keeps the encoder graph it always had.
 
 `HeadGraph` repeats the few lines of `CAEAV.forward` that follow the encoder (CASE, Swin's final norm, token means,
 the task head); the parity checks compare the chained graphs with `CAEAV.forward` itself, so the two cannot drift
@@ -23,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-GRAPH_ORDER = ("text_encoder", "caption_projector", "encoder", "head")
+GRAPH_ORDER = ("text_encoder", "caption_projector", "st_stream", "encoder", "head")
 AVS_TASKS = ("avs_s4", "avs_ms3")
 
 
@@ -51,6 +57,17 @@ class CaptionProjectorGraph(nn.Module):
 
     def forward(self, vis_caption: Tensor, aud_caption: Tensor) -> tuple[Tensor, Tensor]:
         return self.projector(vis_caption, aud_caption)
+
+
+class STStreamGraph(nn.Module):
+    """AVVP's frozen R(2+1)D-18 stream: st_clips `[B,T,3,F,S',S']` -> st `[B,T,D_st]` (`caeav.model.st_stream`)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.stream = model.st_stream
+
+    def forward(self, st_clips: Tensor) -> Tensor:
+        return self.stream.segments(st_clips)
 
 
 class EncoderGraph(nn.Module):
@@ -156,6 +173,12 @@ def graph_specs(model: nn.Module, tower: Optional[nn.Module], feeds: dict[str, n
     specs.append(GraphSpec("caption_projector", proj, ("vis_caption", "aud_caption"), ("v_cap", "a_cap"),
                            {"vis_caption": "batch", "aud_caption": "batch"},
                            {"vis_caption": feeds["vis_caption"], "aud_caption": feeds["aud_caption"]}))
+    stream_st = None
+    if getattr(model, "st_stream", None) is not None:
+        stream = STStreamGraph(model)
+        specs.append(GraphSpec("st_stream", stream, ("st_clips",), ("st",), {"st_clips": "batch"},
+                               {"st_clips": feeds["st_clips"]}))
+        stream_st = stream(t("st_clips"))
     enc = EncoderGraph(model)
     enc_out_names = ("v", "a") + (stage_names() if enc.with_stages else ())
     specs.append(GraphSpec("encoder", enc, ("frames", "wave"), enc_out_names, {"frames": "batch", "wave": "batch"},
@@ -165,7 +188,10 @@ def graph_specs(model: nn.Module, tower: Optional[nn.Module], feeds: dict[str, n
     extras = head_extra_inputs(model)
     head_in = {"v": enc_out["v"], "a": enc_out["a"], "v_cap": v_cap, "a_cap": a_cap}
     for name in extras:
-        head_in[name] = enc_out[name] if name.startswith("stage") else t(name)
+        if name.startswith("stage"):
+            head_in[name] = enc_out[name]
+        else:
+            head_in[name] = stream_st if name == "st" and stream_st is not None else t(name)
     dynamic = {n: ("batch" if n in ("v_cap", "a_cap", "question", "st") else "batch_t") for n in head_in}
     specs.append(GraphSpec("head", HeadGraph(model, head_output_names(model), extras), tuple(head_in),
                            head_output_names(model), dynamic, {k: v.numpy() for k, v in head_in.items()}))

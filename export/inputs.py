@@ -9,6 +9,8 @@
     aud_caption  float32 [B, 77, D]
     question     int64   [B, 14]           AVQA only: word ids in 1..vocab-1, zero padded
     st           float32 [B, T, st_dim]    AVVP only, when the head fuses R(2+1)D features
+    st_clips     float32 [B, T, 3, F, S', S']  AVVP only, the R(2+1)D-18 stream's input (`cfg.st`: F frames of S'²,
+                                           Kinetics-normalised-looking), when the model has the stream
 
 Random tensors are poor FP16 probes (export-notes §1.4), so the waveform is tonal and the frames are smooth.
 """
@@ -51,7 +53,8 @@ def sample_tokens(rng: np.random.Generator, n: int, context_length: int = 77, vo
 
 def sample_inputs(cfg, batch: int, seed: int = 0, st_dim: int = 0) -> dict[str, np.ndarray]:
     """Every graph input of a bundle for `cfg` (a `caeav.config.ModelConfig`), batch `batch` (see module doc).
-    `st_dim` > 0 adds AVVP's `st` (the head's `st_dim`; the manifest's head inputs say whether it is used)."""
+    `st_dim` > 0 adds AVVP's `st` (the head's `st_dim`; the manifest's head inputs say whether it is used) and the
+    stream's `st_clips`."""
     rng = np.random.default_rng(seed)
     task, cap = cfg.task, cfg.caption
     t = int(task.segments)
@@ -71,4 +74,8 @@ def sample_inputs(cfg, batch: int, seed: int = 0, st_dim: int = 0) -> dict[str, 
         feeds["question"] = q
     if st_dim > 0:
         feeds["st"] = rng.standard_normal((batch, t, st_dim)).astype(np.float32)
+        st = cfg.st
+        frames = _frames(rng, batch * t, int(st.frames), int(st.size))  # [B·T, F, 3, S', S'] smooth images
+        feeds["st_clips"] = np.ascontiguousarray(
+            frames.reshape(batch, t, int(st.frames), 3, int(st.size), int(st.size)).transpose(0, 1, 3, 2, 4, 5))
     return feeds

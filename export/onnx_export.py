@@ -19,6 +19,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from caeav.errors import ExportError
@@ -57,6 +58,24 @@ def _fold(model) -> None:
     ]
     for p in passes:
         p(model)
+
+
+def _remove_unused(model) -> None:
+    from onnx_ir.passes import common
+
+    common.RemoveUnusedNodesPass()(model)
+
+
+def _drop_zero_conv_biases(model) -> None:
+    """Remove Conv bias inputs that are constant zeros. torch's exporter gives a bias-free 3-D convolution (AVVP's
+    R(2+1)D-18 stream) a zero bias built as Expand(0, [C_out, 2]), which folds to a [C_out, 2] initializer that
+    onnxruntime rejects ("bias must be a 1D tensor"); a zero bias is the same as none."""
+    for node in model.graph:
+        if node.op_type != "Conv" or len(node.inputs) < 3 or node.inputs[2] is None:
+            continue
+        const = node.inputs[2].const_value
+        if const is not None and not np.any(const.numpy()):
+            node.resize_inputs(2)
 
 
 def _rename_dims(model, segments: int) -> None:
@@ -99,6 +118,8 @@ def export_graph(spec, path, segments: int, opset: int = OPSET) -> Path:
             dynamic_shapes=_dynamic_shapes(spec, segments), external_data=False)
     model = program.model
     _fold(model)
+    _drop_zero_conv_biases(model)
+    _remove_unused(model)
     _rename_dims(model, segments)
     got = model.opset_imports.get("", None)
     if got != opset:

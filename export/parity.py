@@ -88,12 +88,14 @@ def graph_runners(bundle: Path, manifest: dict, precision: str, engine: str = "o
     graphs, engines = manifest["graphs"], manifest.get("engines", {})
     runners = {}
     for name in GRAPH_ORDER:
+        if name not in graphs:
+            continue
         if engine == "trt":
             entry = engines.get(f"{name}.{precision}") or engines.get(f"{name}.fp32")
             if entry is None:
                 raise ExportError(f"{bundle}: no TensorRT engine for {name} ({precision}); export with --engine trt")
             runners[name] = _trt_runner(bundle / entry["file"])
-        elif name in graphs:
+        else:
             entry = graphs.get(f"{name}.{precision}", graphs[name])
             runners[name] = _ort_runner(bundle / entry["file"])
     return runners
@@ -115,7 +117,7 @@ def _polygraphy_pass(ref: dict, test: dict, name: str) -> bool:
 class _Reference:
     """The PyTorch side: per-graph outputs and the whole model's head outputs for one set of inputs."""
 
-    def __init__(self, model, tower, head_inputs: tuple[str, ...]):
+    def __init__(self, model, tower, head_inputs: tuple[str, ...], stream: bool = False):
         from caeav.export.graphs import CaptionProjectorGraph, EncoderGraph, HeadGraph, head_output_names
 
         self.model, self.tower = model, tower
@@ -124,6 +126,7 @@ class _Reference:
         self.outputs = head_output_names(model)
         self.head = HeadGraph(model, self.outputs, extras)
         self.head_inputs = head_inputs
+        self.stream = stream  # the bundle computes AVVP's `st` with its st_stream graph (from `st_clips`)
 
     def __call__(self, feeds: dict) -> tuple[dict, dict, dict, list]:
         """(per-graph outputs, `CAEAV.forward`'s head outputs, the head graph's inputs, the per-frame CASE top-K
@@ -138,7 +141,7 @@ class _Reference:
                  self.model.case.topk.register_forward_hook(lambda m, i, o: gaps.append(topk_gaps(*i)))]
         try:
             with torch.no_grad():
-                extra = {k: t[k] for k in ("question", "st") if k in t}
+                extra = {k: t[k] for k in ("question", "st_clips" if self.stream else "st") if k in t}
                 full = self.model(t["frames"], t["wave"], t["vis_caption"], t["aud_caption"], **extra)
                 hooks.pop().remove()  # the top-K gaps of CAEAV.forward only
                 per = {}
@@ -152,7 +155,9 @@ class _Reference:
                 names = ("v", "a") + tuple(f"stage{i}" for i in range(len(enc) - 2))
                 per["encoder"] = {n: x.numpy() for n, x in zip(names, enc)}
                 per["caption_projector"] = {"v_cap": seen["proj"][0].numpy(), "a_cap": seen["proj"][1].numpy()}
-                pool = {**per["encoder"], **per["caption_projector"], **feeds}
+                if self.stream:
+                    per["st_stream"] = {"st": self.model.st_stream.segments(t["st_clips"]).numpy()}
+                pool = {**feeds, **per["encoder"], **per["caption_projector"], **per.get("st_stream", {})}
                 head_feeds = {n: pool[n] for n in self.head_inputs}
                 out = self.head(*(torch.from_numpy(head_feeds[n]) for n in self.head_inputs))
                 per["head"] = dict(zip(self.outputs, (o.numpy() for o in out)))
@@ -177,6 +182,8 @@ class _Reference:
 
 def _chain(runners: dict, feeds: dict) -> dict:
     caps = runners["caption_projector"](feeds)
+    if "st_stream" in runners:
+        caps.update(runners["st_stream"](feeds))
     enc = runners["encoder"](feeds)
     return runners["head"]({**feeds, **caps, **enc})
 
@@ -207,13 +214,18 @@ def _input_sets(cfg, manifest, batches, seed, clips, st_dim, bundle) -> list[tup
     if clips:
         from caeav.calibration import build_calib_inputs
 
+        st = None
+        if "st_stream" in manifest["graphs"]:
+            from caeav.media.st_frames import STSampling
+
+            st = STSampling.from_config(cfg.st)
         real = build_calib_inputs(clips, cfg.task.name, segments=cfg.task.segments, size=cfg.task.input_size,
-                                  max_clips=manifest["batch"]["max"])
+                                  max_clips=manifest["batch"]["max"], st=st)
         n = len(real["frames"])
         feeds = sample_inputs(cfg, n, seed, st_dim=st_dim)
         empty = np.load(bundle / "empty_caption.npy")
-        feeds.update(frames=real["frames"], wave=real["wave"], vis_caption=np.repeat(empty[None], n, 0),
-                     aud_caption=np.repeat(empty[None], n, 0))
+        feeds.update(real)
+        feeds.update(vis_caption=np.repeat(empty[None], n, 0), aud_caption=np.repeat(empty[None], n, 0))
         sets.append((f"clips-{n}", feeds))
     return sets
 
@@ -233,7 +245,7 @@ def run_parity(bundle, engine: str = "ort", clips=None, seed: int = 1, write: bo
     st_dim = next((i["shape"][-1] for i in manifest["graphs"]["head"]["inputs"] if i["name"] == "st"), 0)
     b = manifest["batch"]
     batches = sorted({b["min"], 2, b["opt"], b["max"]})
-    ref = _Reference(model, tower, head_inputs)
+    ref = _Reference(model, tower, head_inputs, stream="st_stream" in manifest["graphs"])
     tol = manifest["tolerances"]
     task, T = cfg.task.name, int(cfg.task.segments)
     report = {"engine": engine, "batches": batches, "inputs": [], "precisions": {}}
@@ -291,6 +303,9 @@ def _failures(precision: str, acc: dict, tol: dict) -> list[str]:
     cos = min(o["cosine"] for k, o in enc.items() if isinstance(o, dict) and k in ("v", "a"))
     if "cosine" in tol and cos < tol["cosine"]:
         out.append(f"encoder feature cosine {cos:.5f} < {tol['cosine']}")
+    stream = acc["graphs"].get("st_stream", {}).get("st")
+    if "cosine" in tol and isinstance(stream, dict) and stream["cosine"] < tol["cosine"]:
+        out.append(f"R(2+1)D-18 stream feature cosine {stream['cosine']:.5f} < {tol['cosine']}")
     if "agreement" in tol and e2e["agreement"] < tol["agreement"]:
         out.append(f"agreement of {e2e.get('agreement_of', 'predictions')} {e2e['agreement']:.4f} < {tol['agreement']}")
     return out
@@ -305,7 +320,10 @@ def summary_lines(report: dict) -> list[str]:
         cos = min(o["cosine"] for o in r["graphs"]["encoder"].values() if isinstance(o, dict))
         status = "PASS" if r["passed"] else "FAIL: " + "; ".join(r["failures"])
         counts = f" ({e2e['agreeing']:,} of {e2e['compared']:,} in all)" if "compared" in e2e else ""
-        lines.append(f"  {precision}: head max |Δ| {worst:.3g}, encoder cosine {cos:.6f}, "
+        stream = r["graphs"].get("st_stream", {}).get("st")
+        if isinstance(stream, dict):
+            cos = min(cos, stream["cosine"])
+        lines.append(f"  {precision}: head max |Δ| {worst:.3g}, {'feature' if stream else 'encoder'} cosine {cos:.6f}, "
                      f"agreement of {e2e.get('agreement_of', 'predictions')} {e2e['agreement']:.4f}{counts}  "
                      f"{status}")
         if e2e.get("tie_exempt_clips"):

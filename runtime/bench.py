@@ -129,13 +129,18 @@ def prepare_inputs(bundle: Bundle, clip: Path, repeats: int = 3) -> tuple[dict, 
     decode_ms, media = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
-        media = decode_clip(clip, segments=bundle.segments, size=bundle.image_size, sampling=bundle.sampling)
+        media = decode_clip(clip, segments=bundle.segments, size=bundle.image_size, sampling=bundle.sampling,
+                            st=bundle.st_sampling)
         decode_ms.append(1000 * (time.perf_counter() - t0))
     t0 = time.perf_counter()
     vis, aud, _ = CaptionSource(bundle, None).features(clip)
     caption_ms = 1000 * (time.perf_counter() - t0)
     inputs = {"frames": media.frames[None], "wave": media.audio[None], "vis": vis[None], "aud": aud[None],
               "extra": {k: np.asarray(v) for k, v in bundle.adapter.bench_feeds(bundle).items()}}
+    if media.st_frames is not None:  # AVVP's R(2+1)D-18 stream: its clips from the same decode
+        from caeav.media.st_frames import st_clip_input
+
+        inputs["st_clips"] = st_clip_input(media.st_frames, bundle.segments, bundle.st_sampling)[None]
     return inputs, {"decode_ms": round(statistics.median(decode_ms), 2), "captions_ms": round(caption_ms, 2)}
 
 
@@ -144,13 +149,14 @@ def _measure(model, inputs: dict, batch: int, warmup: int, repeats: int) -> tupl
     tile = lambda v: np.repeat(v, batch, axis=0)  # noqa: E731
     args = (tile(inputs["frames"]), tile(inputs["wave"]), tile(inputs["vis"]), tile(inputs["aud"]))
     extra = {k: tile(v) for k, v in inputs["extra"].items()}
+    st_clips = tile(inputs["st_clips"]) if "st_clips" in inputs else None
     out = None
     for _ in range(warmup):
-        out = model.run(*args, extra=extra)
+        out = model.run(*args, extra=extra, st_clips=st_clips)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        out = model.run(*args, extra=extra)
+        out = model.run(*args, extra=extra, st_clips=st_clips)
         times.append(time.perf_counter() - t0)
     return times, model.take(out, [0], batch)
 

@@ -26,6 +26,7 @@ from caeav.errors import BundleError
 from caeav.export.manifest import FORMAT, MANIFEST  # the bundle contract: one definition for writer and reader
 from caeav.files import sha256_file
 GRAPHS = ("caption_projector", "encoder", "head")  # the chain the runtime runs (text_encoder is optional)
+OPTIONAL_GRAPHS = ("st_stream",)  # run before the encoder when the bundle has them (AVVP's R(2+1)D-18 stream)
 PRECISIONS = ("fp32", "fp16", "int8")
 KNOWN_TASKS = ("ave", "avvp", "avqa", "avs_s4", "avs_ms3")  # the tasks `caeav infer` serves: caeav.runtime.tasks
 DEFAULT_DIR = Path(caeav.__file__).resolve().parent / "assets" / "default"  # the bundled default model and clip
@@ -168,6 +169,28 @@ class Bundle:
         from caeav.media import sampling_for_task
 
         return str(self.postprocess.get("sampling") or sampling_for_task(self.task))
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """The graphs the runtime runs for this bundle: `GRAPHS`, after the optional ones it has (`st_stream`)."""
+        graphs = self.manifest["graphs"]
+        return tuple(g for g in OPTIONAL_GRAPHS if g in graphs) + GRAPHS
+
+    @property
+    def st_sampling(self):
+        """How AVVP's R(2+1)D-18 stream samples its frames (`caeav.media.st_frames.STSampling`), or None when the
+        bundle has no `st_stream` graph. BundleError when it has one but postprocess.json does not say."""
+        if "st_stream" not in self.manifest["graphs"]:
+            return None
+        from caeav.media.st_frames import STSampling
+
+        given = self.postprocess.get("st_sampling")
+        try:
+            return STSampling(int(given["frames"]), float(given["fps"]), int(given["size"]),
+                              tuple(float(m) for m in given["mean"]), tuple(float(s) for s in given["std"]))
+        except (TypeError, KeyError, ValueError):
+            raise BundleError(f"{self.path}: the bundle has an st_stream graph but postprocess.json gives no valid "
+                              "st_sampling (frames, fps, size, mean, std); re-export it") from None
 
     def class_names(self, count: int) -> list[str]:
         names = self.postprocess.get("class_names") or self.postprocess.get("classes") or []

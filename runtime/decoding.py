@@ -4,7 +4,8 @@
 
 What is decoded: the windows of `caeav.runtime.windows.plan_windows` (T seconds each, the bundle's frame sampling
 rule, so every task sees the frames it was trained on), the caption features, and the adapter's queries (AVQA: its
-questions) with their extra head inputs.
+questions) with their extra head inputs. An AVVP bundle with the R(2+1)D-18 stream also gets the stream's frames
+(`Bundle.st_sampling`: LLP's 8 per second, 112²) from the same pass over the file, kept as uint8 until inference.
 
 Duration: the container header's, unless the file holds less than it says. A file cut short (a download or a copy
 that stopped, an mp4 whose index at the front still claims the full length) decodes only up to where its data ends:
@@ -48,6 +49,7 @@ class Decoded:
     warnings: list
     queries: list = field(default_factory=lambda: [None])
     feeds: list = field(default_factory=lambda: [{}])  # extra head inputs per query (None: not run)
+    st_frames: Optional[np.ndarray] = None  # AVVP stream bundles: [W, T·F, S', S', 3] uint8, same decode as `frames`
     outputs: list = field(default_factory=list)  # outputs[w][q]: head outputs without the batch axis, or None
     done: int = 0  # windows whose head outputs are in
 
@@ -64,7 +66,7 @@ def _window(bundle, options, path: str, start: float):
     from caeav.media import decode_clip
 
     return decode_clip(path, segments=bundle.segments, size=bundle.image_size, start=float(start),
-                       sampling=bundle.sampling, strict=not options.allow_missing_audio)
+                       sampling=bundle.sampling, strict=not options.allow_missing_audio, st=bundle.st_sampling)
 
 
 def decode_windows(bundle, options, path: str, duration: float) -> tuple[list, int, list, float, bool]:
@@ -128,4 +130,5 @@ def decode_video(bundle, adapter, options, captions, index: int, path: str) -> D
     return Decoded(index, path, round(duration, 3), starts, seconds, np.stack([c.frames for c in clips]),
                    np.stack([c.audio for c in clips]), [list(c.frame_times) for c in clips],
                    _upright_size(info, clips[0].rotation), vis, aud, status,
-                   list(dict.fromkeys(notes + list(query_notes))), list(queries), feeds)
+                   list(dict.fromkeys(notes + list(query_notes))), list(queries), feeds,
+                   st_frames=np.stack([c.st_frames for c in clips]) if clips[0].st_frames is not None else None)

@@ -1,8 +1,9 @@
-"""The model as three runnable graphs (caption_projector -> encoder -> head) on one engine.
+"""The model as runnable graphs (caption_projector -> [st_stream ->] encoder -> head) on one engine.
 
     model = load_model(bundle, engine="auto", precision="fp32")
     outputs = model.run(frames, wave, vis_caption, aud_caption)   # head outputs by name, numpy
     feats = model.encode(frames, wave, vis_caption, aud_caption)  # encoder + caption features, once per window
+    feats = model.encode(..., st_clips=clips)                     # AVVP bundles with an st_stream graph: its clips
     outputs = model.head(model.take(feats, [0, 0, 1]), {"question": q})  # the head per query (AVQA), extra inputs
     per_item = model.items(outputs, 3)                            # one dict per batch item, no batch axis
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from caeav.errors import BundleError, CaeavError
 
-from .bundle import GRAPHS, Bundle
+from .bundle import Bundle
 
 ENGINES = ("auto", "trt", "ort", "torch")
 
@@ -49,7 +50,7 @@ def engine_problem(bundle: Bundle, name: str, precision: str) -> Optional[str]:
 def per_frame_names(bundle: Bundle) -> frozenset:
     """Names of the graph tensors whose axis 0 is B·T (the manifest's "batch_t"), over all three graphs."""
     names = set()
-    for graph in GRAPHS:
+    for graph in bundle.chain:
         spec = bundle.graph(graph)
         for tensor in spec.inputs + spec.outputs:
             if (tensor.get("shape") or [None])[0] == "batch_t":
@@ -73,13 +74,26 @@ class LoadedModel:
         return max(1, self.bundle.max_batch)
 
     def run(self, frames: np.ndarray, wave: np.ndarray, vis_caption: np.ndarray, aud_caption: np.ndarray,
-            extra: Optional[dict] = None) -> dict:
-        """frames [B,T,3,H,W], wave [B,T,32000], captions [B,L,D] (+ extra head inputs [B, ...]) -> head outputs."""
-        return self.head(self.encode(frames, wave, vis_caption, aud_caption), extra)
+            extra: Optional[dict] = None, st_clips: Optional[np.ndarray] = None) -> dict:
+        """frames [B,T,3,H,W], wave [B,T,32000], captions [B,L,D] (+ extra head inputs [B, ...], AVVP's stream clips
+        [B,T,3,F,S',S']) -> head outputs."""
+        return self.head(self.encode(frames, wave, vis_caption, aud_caption, st_clips), extra)
 
-    def encode(self, frames: np.ndarray, wave: np.ndarray, vis_caption: np.ndarray, aud_caption: np.ndarray) -> dict:
-        """Encoder and caption-projector outputs {name: array} for B clips (what the head takes besides extras)."""
+    @property
+    def has_stream(self) -> bool:
+        """The bundle runs AVVP's R(2+1)D-18 stream: `encode` needs `st_clips`."""
+        return "st_stream" in self.graphs
+
+    def encode(self, frames: np.ndarray, wave: np.ndarray, vis_caption: np.ndarray, aud_caption: np.ndarray,
+               st_clips: Optional[np.ndarray] = None) -> dict:
+        """Encoder, caption-projector (and st_stream) outputs {name: array} for B clips: what the head takes besides
+        extras. `st_clips` (normalised, `caeav.media.st_frames.st_clip_input`) is required when `has_stream`."""
         feeds = {"frames": frames, "wave": wave, "vis_caption": vis_caption, "aud_caption": aud_caption}
+        if self.has_stream:
+            if st_clips is None:
+                raise CaeavError(f"{self.bundle.path}: this AVVP bundle runs the R(2+1)D-18 stream; pass its clips "
+                                 "(st_clips)")
+            feeds["st_clips"] = st_clips
         return self._split(feeds, frames.shape[0], self._encode_once)
 
     def head(self, features: dict, extra: Optional[dict] = None) -> dict:
@@ -89,6 +103,8 @@ class LoadedModel:
 
     def _encode_once(self, feeds: dict) -> dict:
         caps = self.graphs["caption_projector"].run({k: feeds[k] for k in ("vis_caption", "aud_caption")})
+        if self.has_stream:
+            caps.update(self.graphs["st_stream"].run({"st_clips": feeds["st_clips"]}))
         return {**self.graphs["encoder"].run({k: feeds[k] for k in ("frames", "wave")}), **caps}
 
     def _split(self, feeds: dict, n: int, fn) -> dict:
@@ -143,7 +159,7 @@ def _ort_graphs(bundle: Bundle, precision: str, providers, threads, notes: list)
 
     chosen = pick_providers(providers)
     out = {}
-    for name in GRAPHS:
+    for name in bundle.chain:
         spec = bundle.graph(name, precision)
         if spec.precision != precision:
             notes.append(f"{name}: no {precision} graph in the bundle, using {spec.precision}")
@@ -152,7 +168,7 @@ def _ort_graphs(bundle: Bundle, precision: str, providers, threads, notes: list)
 
 
 def _trt_graphs(bundle: Bundle, precision: str) -> dict:
-    problems = [p for p in (engine_problem(bundle, n, precision) for n in GRAPHS) if p]
+    problems = [p for p in (engine_problem(bundle, n, precision) for n in bundle.chain) if p]
     missing = importlib.util.find_spec("tensorrt") is None
     if problems:  # what is wrong with the bundle's engines comes first: it holds whatever machine this is
         raise BundleError(problems[0] + ("; TensorRT is not installed here either (its Python package `tensorrt`)"
@@ -163,7 +179,7 @@ def _trt_graphs(bundle: Bundle, precision: str) -> dict:
     from .session_trt import TrtSession
 
     out = {}
-    for name in GRAPHS:
+    for name in bundle.chain:
         spec = bundle.engine(name, precision)
         out[name] = TrtSession(bundle.verified(spec.file, spec.sha256))
     return out
@@ -186,7 +202,7 @@ def load_model(bundle: Bundle, engine: str = "auto", precision: str = "fp32",
         raise BundleError(f"{bundle.path}: no {precision} graphs in this bundle "
                           f"(it has {', '.join(bundle.precisions)})")
     if engine == "trt" or (engine == "auto" and bundle.manifest.get("engines")):
-        problem = next((p for p in (engine_problem(bundle, n, precision) for n in GRAPHS) if p), None)
+        problem = next((p for p in (engine_problem(bundle, n, precision) for n in bundle.chain) if p), None)
         if engine == "trt" or problem is None:
             return LoadedModel(bundle, "trt", precision, _trt_graphs(bundle, precision), notes, frames)
         notes.append(f"TensorRT engines not used: {problem.split(' (')[0]}")

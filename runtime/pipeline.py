@@ -141,8 +141,15 @@ class Pipeline:
 
     def _infer(self, queue: list) -> None:
         """Run the queued (video, window) pairs: the encoder once for all, the head once per (window, query)."""
+        st_clips = None
+        if self.model.has_stream:  # normalised per batch: a video keeps its stream frames as uint8
+            from caeav.media.st_frames import st_clip_input
+
+            sampling, T = self.bundle.st_sampling, self.bundle.segments
+            st_clips = np.stack([st_clip_input(d.st_frames[w], T, sampling) for d, w in queue])
         feats = self.model.encode(np.stack([d.frames[w] for d, w in queue]), np.stack([d.wave[w] for d, w in queue]),
-                                  np.stack([d.vis_caption for d, _ in queue]), np.stack([d.aud_caption for d, _ in queue]))
+                                  np.stack([d.vis_caption for d, _ in queue]), np.stack([d.aud_caption for d, _ in queue]),
+                                  st_clips)
         pairs = [(i, q) for i, (d, _) in enumerate(queue) for q, feed in enumerate(d.feeds) if feed is not None]
         for s in range(0, len(pairs), self.batch):
             chunk = pairs[s:s + self.batch]

@@ -60,7 +60,8 @@ class TorchGraph:
 
 
 def torch_graphs(bundle, checkpoint: Optional[os.PathLike] = None, threads: Optional[int] = None) -> dict:
-    """{"caption_projector", "encoder", "head": TorchGraph} built from a checkpoint (module docstring)."""
+    """{"caption_projector", "encoder", "head" (+ "st_stream"): TorchGraph} built from a checkpoint (module
+    docstring)."""
     import torch  # lazily: the runtime never imports torch unless this engine is asked for
 
     if threads:
@@ -94,7 +95,15 @@ def torch_graphs(bundle, checkpoint: Optional[os.PathLike] = None, threads: Opti
 
     head_outputs = [o["name"] for o in bundle.graph("head").outputs] or list(
         getattr(model.head, "export_outputs", None) or getattr(model.head, "output_names", ()))
+    graphs = {}
+    if "st_stream" in bundle.chain:
+        if getattr(model, "st_stream", None) is None:
+            raise BundleError(f"{bundle.path}: the bundle runs the R(2+1)D-18 stream but the checkpoint's model has "
+                              "none (task.head.st_dim = 0)")
+        graphs["st_stream"] = TorchGraph("st_stream", lambda clips: {"st": model.st_stream.segments(clips)},
+                                         ["st_clips"], ["st"], torch)
     return {
+        **graphs,
         "caption_projector": TorchGraph("caption_projector", projector, ["vis_caption", "aud_caption"],
                                         ["v_cap", "a_cap"], torch),
         "encoder": TorchGraph("encoder", encoder, ["frames", "wave"], enc_outputs, torch),

@@ -83,11 +83,44 @@ def test_load_balancing_loss_values():
     assert load_balancing_loss(uniform).item() == pytest.approx(0.0, abs=1e-7)
     assert load_balancing_loss(torch.full((7, 4), 0.25)).item() == pytest.approx(0.0, abs=1e-7)
     skewed = torch.tensor([[0.9, 0.1], [0.5, 0.5]])  # mean = (0.7, 0.3)
-    # 0.5·(ln 0.5 − ln 0.7) + 0.5·(ln 0.5 − ln 0.3) = 0.5·ln(0.25 / 0.21)
-    expected = 0.5 * math.log(0.25 / 0.21)
-    assert expected == pytest.approx(0.0871767, abs=1e-7)
+    # E·KL = (ln 0.5 − ln 0.7) + (ln 0.5 − ln 0.3) = ln(0.25 / 0.21)
+    expected = math.log(0.25 / 0.21)
+    assert expected == pytest.approx(0.1743534, abs=1e-7)
     assert load_balancing_loss(skewed).item() == pytest.approx(expected, rel=1e-6)
     assert load_balancing_loss(skewed) > 0
+
+
+@pytest.mark.parametrize("experts", [2, 4])
+def test_load_balancing_gradient_is_the_authors(experts):
+    """The authors' per-call term on [BT, 1, E] probabilities (AVVP-NET:223-227, AVS-NET:316-320) has the gradient of
+    ours and differs from it by E·log E; with their task weights (AVVP 1, AVS-MS3 0.01) so do the weighted sums."""
+    import torch.nn.functional as F
+
+    logits = torch.randn(3, 6, experts, generator=torch.Generator().manual_seed(experts), requires_grad=True)
+
+    def authors(p):  # gating_probs [BT, 1, E]
+        mean = p.unsqueeze(1).mean(dim=0)
+        return F.kl_div(mean.log(), torch.full_like(mean, 1.0 / mean.size(0)), reduction="batchmean")
+
+    for weight in (1.0, 0.01):
+        grads = []
+        for fn in (load_balancing_loss, authors):
+            total = weight * sum(fn(torch.softmax(logits[i], -1)) for i in range(3))
+            grads.append(torch.autograd.grad(total, logits)[0])
+            if fn is authors:
+                theirs = total.item()
+            else:
+                ours = total.item()
+        torch.testing.assert_close(grads[0], grads[1])
+        assert theirs - ours == pytest.approx(weight * 3 * experts * math.log(experts), rel=1e-5)
+
+
+def test_task_load_balancing_weights_are_the_authors():
+    from caeav.config import load_config
+
+    assert load_config("paper", "avvp").task.avmoe.lb_weight == 1.0  # use_load_balacing_loss=1, summed, weight 1
+    assert load_config("paper", "avs_ms3").task.avmoe.lb_weight == 0.01  # load_balancing_loss_weight=0.01
+    assert load_config("paper", "avs_s4").task.avmoe.lb_weight == 0.0
 
 
 def test_router_noise_only_in_train_mode():

@@ -52,7 +52,7 @@ def test_avvp_shapes_for_any_batch_with_and_without_st(b, st_dim):
 
 
 def test_avvp_batch_rows_are_independent_in_eval():
-    head, dim_v, dim_a, _ = avvp_setup()
+    head, dim_v, dim_a, _ = avvp_setup(0)
     head.eval()
     f_a, f_v = avvp_inputs(2, dim_v, dim_a)
     both = head(f_a, f_v)
@@ -62,7 +62,7 @@ def test_avvp_batch_rows_are_independent_in_eval():
 
 
 def test_avvp_is_deterministic_in_eval_and_stochastic_only_in_training():
-    head, dim_v, dim_a, _ = avvp_setup()
+    head, dim_v, dim_a, _ = avvp_setup(0)
     inputs = avvp_inputs(2, dim_v, dim_a)
     head.eval()
     first, second = head(*inputs), head(*inputs)
@@ -95,7 +95,7 @@ def test_avvp_forward_backward_batch2_reaches_every_parameter():
 
 
 def test_avvp_loss_matches_the_mgn_formula():
-    head, dim_v, dim_a, _ = avvp_setup()
+    head, dim_v, dim_a, _ = avvp_setup(0)
     out = head(*avvp_inputs(2, dim_v, dim_a))
     y = (torch.rand(2, 25, generator=torch.Generator().manual_seed(3)) > 0.7).float()
     got = head.loss(out, {"labels": y})
@@ -111,7 +111,7 @@ def test_avvp_loss_matches_the_mgn_formula():
 
 def test_avvp_loss_decreases_on_a_fixed_batch():
     torch.manual_seed(0)
-    head, dim_v, dim_a, _ = avvp_setup()
+    head, dim_v, dim_a, _ = avvp_setup(0)
     inputs = avvp_inputs(2, dim_v, dim_a)
     batch = {"labels": torch.tensor([[1.0, 0.0, 1.0] + [0.0] * 22, [0.0, 1.0, 0.0] + [0.0] * 22])}
     history = adam_loss_history(head, inputs, batch, steps=15)
@@ -145,8 +145,10 @@ def test_paper_avvp_head_has_the_official_layout():
 def test_assignment_rules_soft_hard_and_gumbel_only_in_training():
     torch.manual_seed(0)
     raw = torch.randn(2, 4, 6)  # [B, groups, tokens]
-    soft = AssignAttention(8, hard=False, gumbel=False).assignment(raw)
-    torch.testing.assert_close(soft, 1 + torch.softmax(torch.softmax(raw, dim=-2), dim=-1))
+    soft_block = AssignAttention(8, hard=False, gumbel=False)
+    soft = soft_block.assignment(raw)
+    torch.testing.assert_close(soft, torch.softmax(raw, dim=-2))
+    torch.testing.assert_close(soft_block.frame_map(raw, soft), 1 + torch.softmax(torch.softmax(raw, dim=-2), dim=-1))
     hard = AssignAttention(8, hard=True, gumbel=True).eval()
     one_hot = hard.assignment(raw)
     assert torch.equal(one_hot, F.one_hot(raw.argmax(dim=-2), 4).transpose(-1, -2).float())
@@ -155,6 +157,21 @@ def test_assignment_rules_soft_hard_and_gumbel_only_in_training():
     draws = torch.stack([hard.assignment(raw) for _ in range(20)])
     assert ((draws == 0) | (draws == 1)).all() and (draws.sum(dim=-2) == 1).all()
     assert not all(torch.equal(d, one_hot) for d in draws)  # Gumbel noise moves some assignments
+    assert torch.equal(hard.frame_map(raw, draws[0]), draws[0])  # hard blocks: the frame map is the assignment
+
+
+def test_soft_assignment_attends_with_the_group_softmax_not_the_frame_map():
+    """Authors' GRP AssignAttention (soft): out = proj((A / (Σ_L A + 1)) v(key)), A = softmax over the groups of
+    q kᵀ/√d; the 1 + softmax map is returned for the frame probabilities only."""
+    torch.manual_seed(0)
+    block = AssignAttention(8, hard=False, gumbel=False).eval()
+    query, key = torch.randn(2, 4, 8), torch.randn(2, 6, 8)
+    out, frame_map = block(query, key)
+    raw = block.q_proj(query) @ block.k_proj(key).transpose(-2, -1) / 8**0.5
+    attn = torch.softmax(raw, dim=-2)
+    expected = block.proj((attn / (attn.sum(dim=-1, keepdim=True) + 1.0)) @ block.v_proj(key))
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(frame_map, 1 + torch.softmax(attn, dim=-1))
 
 
 def test_avvp_predict_rule_on_hand_made_probabilities():
@@ -176,7 +193,7 @@ def test_avvp_predict_rule_on_hand_made_probabilities():
 def test_avvp_torch_predict_equals_numpy_and_the_metric_binarization():
     from caeav.metrics.avvp import binarize
 
-    head, dim_v, dim_a, _ = avvp_setup()
+    head, dim_v, dim_a, _ = avvp_setup(0)
     head.eval()
     with torch.no_grad():
         out = head(*avvp_inputs(2, dim_v, dim_a))
@@ -204,7 +221,7 @@ def test_avvp_head_exports_to_onnx_opset18_with_dynamic_batch(tmp_path):
     ort = _onnx_modules()
     import onnx
 
-    head, dim_v, dim_a, _ = avvp_setup()
+    head, dim_v, dim_a, _ = avvp_setup(0)
     head.eval()
 
     class Graph(torch.nn.Module):

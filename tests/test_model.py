@@ -17,6 +17,9 @@ def _inputs(cfg, generator):
         "vis_caption": torch.randn(B, 77, D, generator=generator),
         "aud_caption": torch.randn(B, 77, D, generator=generator),
     }
+    if cfg.task.name == "avvp":  # the tiny R(2+1)D stream computes `st` from its clips
+        st = cfg.st
+        inputs["st_clips"] = torch.randn(B, T, 3, st.frames, st.size, st.size, generator=generator)
     if cfg.task.name == "avqa":
         inputs["question"] = torch.randint(1, 93, (B, 14), generator=generator)
         inputs["neg_frames"] = torch.randn(B, T, 3, S, S, generator=generator)

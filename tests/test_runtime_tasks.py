@@ -87,7 +87,7 @@ def test_a_head_input_nothing_computes_is_one_line(toys, clips, tmp_path, capsys
     manifest["graphs"]["head"]["inputs"].append({"name": "st", "shape": ["batch", TOY_T, 512], "dtype": "float32"})
     (bad / "manifest.json").write_text(json.dumps(manifest))
     code, line = one_line(capsys, "infer", clips["c10"], "--bundle", bad, "-q")
-    assert code == 2 and "also needs st" in line and "st_dim=0" in line, line
+    assert code == 2 and "also needs st" in line and "no st_stream graph" in line and "re-export" in line, line
 
 
 @pytest.mark.parametrize("flag, value, family", [("--masks", "m", "AVS"), ("--overlay", "o.mp4", "AVS"),

@@ -50,15 +50,19 @@ def synth(
     clips: int = typer.Option(4, "--clips", "-n", help="clips per split (train, val, test)"),
     media: str = typer.Option("both", "--media", help="video, frames (pre-extracted) or both"),
     classes: int = typer.Option(4, "--classes", help="how many of the task's classes to use"),
+    st_dim: int = typer.Option(32, "--st-dim", help="avvp with --media frames: width of the R(2+1)D features "
+                               "written to feats/r2plus1d_18/ (tiny: 32; 0 = none)"),
 ) -> None:
     """Write a small deterministic synthetic dataset in the task's real on-disk format."""
     from caeav.data.synth import synth_dataset
     from caeav.outputs import check_output_dir
 
     check_output_dir(out, "--out")
-    report = synth_dataset(task, out, seed=seed, clips=clips, media=media, num_classes=classes)
+    report = synth_dataset(task, out, seed=seed, clips=clips, media=media, num_classes=classes, st_dim=st_dim)
     counts = ", ".join(f"{split} {n}" for split, n in report.items.items())
-    typer.echo(f"wrote a synthetic {report.task} dataset to {report.root} ({counts}; media: {'+'.join(report.media)})")
+    feats = " + R(2+1)D features" if (report.root / "feats" / "r2plus1d_18").is_dir() else ""
+    typer.echo(f"wrote a synthetic {report.task} dataset to {report.root} ({counts}; media: "
+               f"{'+'.join(report.media)}{feats})")
 
 
 @app.command()

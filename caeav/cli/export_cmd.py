@@ -86,8 +86,13 @@ def export(
     if "int8" in wanted and calib is not None:
         from caeav.calibration import build_calib_inputs
 
+        st = None
+        if getattr(model, "st_stream", None) is not None:  # AVVP's R(2+1)D-18 stream is quantised too
+            from caeav.media.st_frames import STSampling
+
+            st = STSampling.from_config(cfg.st)
         calib_inputs = build_calib_inputs(calib, cfg.task.name, segments=cfg.task.segments,
-                                          size=cfg.task.input_size, max_clips=32)
+                                          size=cfg.task.input_size, max_clips=32, st=st)
     precisions = ("fp32",) + tuple(p for p in ("fp16", "int8") if p in wanted)
     path = export_bundle(model, tower, out, source=origin, precisions=precisions, batch=(lo, opt, hi),
                          calib=calib_inputs, seed=seed, checkpoint=checkpoint if embed else None, log=lambda s: typer.echo(f"  {s}", err=True))

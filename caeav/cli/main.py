@@ -21,6 +21,7 @@ from caeav.cli import train_cmd
 from caeav.cli import export_cmd, parity_cmd
 from caeav.cli import infer_cmd
 from caeav.cli import bench_cmd
+from caeav.cli import import_cmd
 from caeav.errors import CaeavError, Terminated
 
 app = typer.Typer(
@@ -40,6 +41,8 @@ app.command(name="engines")(export_cmd.engines)
 app.command(name="parity")(parity_cmd.parity)
 app.command(name="infer")(infer_cmd.infer)
 app.command(name="bench")(bench_cmd.bench)
+app.command(name="import")(import_cmd.import_official)
+app.command(name="export-official")(import_cmd.export_official)
 
 
 @app.command()

@@ -51,3 +51,42 @@ def print_summary(report: dict) -> None:
     console.print(shapes)
     for line in report.get("notes", []):
         console.print(f"- {line}")
+
+
+def _gflop(n: int) -> str:
+    return f"{n / 1e9:,.2f}"
+
+
+def print_flops(flops: dict) -> None:
+    """The `flops` section of `caeav model summary --flops`: per-component GFLOP per clip, then the reconciliation."""
+    console = Console()
+    table = Table(title=f"FLOPs per {flops['per']}")
+    table.add_column("component")
+    table.add_column("GFLOP", justify="right")
+    table.add_column("share", justify="right")
+    total = flops["total"]
+    for name, value in flops["components"].items():
+        table.add_row(name, _gflop(value), f"{100 * value / total:.1f} %")
+        for detail, part in flops["of_which"].items():
+            if detail.rsplit(": ", 1)[0] == name:
+                table.add_row(f"  of which {detail.rsplit(': ', 1)[1]}", _gflop(part), f"{100 * part / total:.1f} %")
+    table.add_row("[b]total[/b]", _gflop(total), "100.0 %")
+    console.print(table)
+    console.print(f"convention: {flops['convention']}")
+    if flops["uncounted_heavy_ops"]:
+        ops = ", ".join(f"{op} ×{n}" for op, n in flops["uncounted_heavy_ops"].items())
+        console.print(f"[b]not counted (no formula):[/b] {ops}")
+    recon = Table(title="reconciliation with the authors' FLOPs (issue 17)")
+    recon.add_column("line")
+    recon.add_column("GFLOP", justify="right")
+    for line, value in flops["authors_flops_reconciliation"].items():
+        recon.add_row(line, f"{100 * value:+.3f} %" if isinstance(value, float) else _gflop(value))
+    console.print(recon)
+    parts = flops.get("authors_components")
+    if parts:
+        side = Table(title="per component, GFLOP per clip")
+        for column in ("component", "caeav", "authors", "issue 17"):
+            side.add_column(column, justify="left" if column == "component" else "right")
+        for name, row in parts.items():
+            side.add_row(name, _gflop(row["caeav"]), _gflop(row["authors"]), f"{row['issue 17 (G)']:,}")
+        console.print(side)

@@ -7,6 +7,9 @@ What is stored is the decoded, resized clip before normalisation (`caeav.media.R
 The key covers everything that changes the arrays: the source files (path, size, modification time), the number of
 segments, the frame size, the sampling rule, the window start, and a format version. Files are written to a temporary
 name and renamed into place, so a crash or a concurrent worker never leaves a half-written entry behind.
+
+Arrays computed from a clip (AVVP's R(2+1)D-18 features, `caeav.data.clips.STFeatures`) live in the same folder under
+their own key (`get_array` / `put_array`): one .npy per entry, present only once completely written.
 """
 
 from __future__ import annotations
@@ -78,6 +81,22 @@ class DecodedCache:
         _atomic_save(stem.with_name(stem.name + ".frames.npy"), np.ascontiguousarray(clip.frames, dtype=np.uint8))
         _atomic_save(stem.with_name(stem.name + ".audio.npy"), np.ascontiguousarray(clip.audio, dtype=np.float32))
         write_bytes_atomic(stem.with_name(stem.name + ".json"), json.dumps(meta).encode())
+
+
+    def get_array(self, key: str, sources: list, params: dict, kind: str) -> Optional[np.ndarray]:
+        """A cached array of `kind` (e.g. "st") for the clip, or None; memory-mapped."""
+        stem = self._stem(key, sources, {**params, "kind": kind})
+        try:
+            array = np.load(stem.with_name(f"{stem.name}.{kind}.npy"), mmap_mode="r")
+        except (OSError, ValueError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return array
+
+    def put_array(self, key: str, sources: list, params: dict, kind: str, array: np.ndarray) -> None:
+        stem = self._stem(key, sources, {**params, "kind": kind})
+        _atomic_save(stem.with_name(f"{stem.name}.{kind}.npy"), np.ascontiguousarray(array))
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:

@@ -9,9 +9,10 @@ tensors. Every item holds
     has_audio     False when the video had no audio track (silence was used)
     padded_seconds  how much of the T-second window was padding
 
-plus the task's labels (see each class). Media come from `root` in either form (see `caeav.data.layout`), through
-an optional decoded-tensor cache (`cache_dir`). `captions` is a hook for the caption features (another part of
-caeav fills it): a callable taking the clip id and returning a dict of arrays merged into the item.
+plus the task's labels (see each class; LLP also its R(2+1)D-18 features `st` when asked for). Media come from
+`root` in either form (see `caeav.data.layout`), through an optional decoded-tensor cache (`cache_dir`). `captions`
+is a hook for the caption features (another part of caeav fills it): a callable taking the clip id and returning a
+dict of arrays merged into the item.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import numpy as np
 
 from caeav.errors import DataError
 
-from .clips import ClipLoader
+from caeav.media.st_frames import STSampling
+
+from .clips import ClipLoader, STFeatures
 from .layout import AVSLayout, layout_for
 
 DEFAULT_SIZE = {"ave": 192, "avvp": 192, "avqa": 192, "avs_s4": 224, "avs_ms3": 224}
@@ -41,7 +44,7 @@ class ClipDataset:
         self.loader = ClipLoader(self.layout, size or DEFAULT_SIZE[self.task], media, cache_dir, strict)
         records = self.layout.records(split)
         if skip_missing:
-            records = [r for r in records if self.loader.missing_reason(r) is None]
+            records = [r for r in records if self.missing_reason(r) is None]
         self.records = records
         self.captions = captions
 
@@ -63,6 +66,10 @@ class ClipDataset:
     def clip_id(self, record) -> str:
         return self.layout.media_key(record)
 
+    def missing_reason(self, record) -> Optional[str]:
+        """None when the record has everything an item needs, else what is missing."""
+        return self.loader.missing_reason(record)
+
     def labels(self, index: int, record) -> dict:
         raise NotImplementedError
 
@@ -80,11 +87,18 @@ class AVEDataset(ClipDataset):
 
 class LLPDataset(ClipDataset):
     """LLP (AVVP): `labels` [25] weak multi-hot; on val/test also `gt_audio` and `gt_visual` [25, 10] (the
-    evaluation matrices, all zero for clips the eval CSVs do not name). `clip_id` is the LLP filename."""
+    evaluation matrices, all zero for clips the eval CSVs do not name). `clip_id` is the LLP filename.
+
+    `st_dim` > 0 adds `st` float32 [10, st_dim], the R(2+1)D-18 clip features the MGN head fuses
+    (`caeav.data.clips.STFeatures`): `feats/r2plus1d_18/<id>.npy` when present, else computed from the video by
+    `st_encoder` (frames sampled by `st_sampling`, default LLP's) and cached in `cache_dir`."""
 
     task = "avvp"
 
-    def __init__(self, root, split: str = "train", **kwargs):
+    def __init__(self, root, split: str = "train", st_dim: int = 0, st_encoder=None,
+                 st_sampling: Optional[STSampling] = None, **kwargs):
+        self._st_args = (int(st_dim), st_encoder, st_sampling or STSampling())
+        self._st: Optional[STFeatures] = None
         super().__init__(root, split, **kwargs)
         self.gt = None
         if split in ("val", "test"):
@@ -94,13 +108,29 @@ class LLPDataset(ClipDataset):
             self.gt = (llp_ground_truth(self.records, load_llp_events("audio", base), self.layout.segments),
                        llp_ground_truth(self.records, load_llp_events("visual", base), self.layout.segments))
 
+    @property
+    def st(self) -> Optional[STFeatures]:
+        """The R(2+1)D feature source (None when `st_dim` is 0)."""
+        dim, encoder, sampling = self._st_args
+        if self._st is None and dim > 0:
+            self._st = STFeatures(self.layout, dim, sampling, encoder, self.loader.cache)
+        return self._st
+
     def clip_id(self, record) -> str:
         return record.filename
+
+    def missing_reason(self, record) -> Optional[str]:
+        reason = super().missing_reason(record)
+        if reason is None and self.st is not None:
+            reason = self.st.missing_reason(record)
+        return reason
 
     def labels(self, index: int, record) -> dict:
         out = {"labels": record.weak_label()}
         if self.gt is not None:
             out["gt_audio"], out["gt_visual"] = self.gt[0][index], self.gt[1][index]
+        if self.st is not None:
+            out["st"] = self.st.load(record)
         return out
 
 

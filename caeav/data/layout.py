@@ -12,6 +12,8 @@ Media come in two forms; a dataset uses whichever an item has (pre-extracted fir
                          videos/<filename>.mp4              (filename = <YouTube id>_<start>_<end>)
                          frames/<id>/00000001.jpg ... 00000010.jpg   (1 frame/s; id = filename[:11])
                          wave/<id>.npy
+                         feats/r2plus1d_18/<id>.npy         (optional: the LLP release's R(2+1)D-18 features,
+                                                             float [10, 512]; else computed from the video)
     MUSIC-AVQA (avqa)    avqa-{train,val,test}.json, ans_vocab.txt, ques_vocab.txt (else bundled: val, test)
                          videos/<video_id>.mp4, frames/<video_id>/%08d.jpg, audio_wave/<video_id>.npy
     AVSBench S4 (avs_s4) s4_meta_data.csv (required), s4_data/
@@ -193,6 +195,10 @@ class LLPLayout(TaskLayout):
 
     def wave_path(self, record) -> Path:
         return self.root / "wave" / f"{record.video_id}.npy"
+
+    def st_feature_path(self, record) -> Path:
+        """Where the LLP release keeps a clip's R(2+1)D-18 features (`--st_dir feats/r2plus1d_18/`)."""
+        return self.root / "feats" / "r2plus1d_18" / f"{record.video_id}.npy"
 
 
 class AVQALayout(_LinspaceFrames, TaskLayout):

@@ -53,8 +53,13 @@ def parse_media(media) -> tuple:
     return forms
 
 
-def synth_dataset(task: str, out, seed: int = 0, clips: int = 4, media="both", num_classes: int = 4) -> SynthReport:
-    """Write a synthetic dataset of `task` into `out` (created; must be empty or absent). `clips` per split."""
+def synth_dataset(task: str, out, seed: int = 0, clips: int = 4, media="both", num_classes: int = 4,
+                  st_dim: int = 32) -> SynthReport:
+    """Write a synthetic dataset of `task` into `out` (created; must be empty or absent). `clips` per split.
+
+    LLP written as pre-extracted media only (`media="frames"`) also gets what the LLP release ships next to its
+    frames: R(2+1)D-18 features `feats/r2plus1d_18/<id>.npy` [10, `st_dim`] (default: the `tiny` stream's width; 0 =
+    none). With videos there are none, so the loader computes them with the stream (`caeav.data.clips.STFeatures`)."""
     name = canonical(task)
     forms = parse_media(media)
     if clips < 1:
@@ -67,5 +72,9 @@ def synth_dataset(task: str, out, seed: int = 0, clips: int = 4, media="both", n
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([int(seed), _TASK_NUMBER[name]])
     items = GENERATORS[name](root, rng, int(seed), int(clips), int(num_classes), forms)
+    if name == "avvp" and "video" not in forms and st_dim > 0:
+        from .synth_tasks import synth_llp_st_features
+
+        synth_llp_st_features(root, int(st_dim), int(seed))
     forget_listings()  # folders listed earlier in this process now hold the new media
     return SynthReport(name, root, items, forms)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from caeav.errors import DataError
+
 from .annotations import LLP_CLASSES, default_annotation_root, load_avqa_vocab, load_ave_categories
 from .annotations.musicavqa import AVQAQuestion
 from .layout import SPLITS
@@ -98,6 +100,30 @@ def synth_llp(out: Path, rng: np.random.Generator, seed: int, clips: int, num_cl
         write_text(out / f"AVVP_eval_{modality}.csv",
                    "filename\tonset\toffset\tevent_labels\n" + "".join(r + "\n" for r in events[modality]))
     return counts
+
+
+def synth_llp_st_features(root, dim: int, seed: int = 0) -> int:
+    """Add precomputed R(2+1)D features in the LLP release's layout, `feats/r2plus1d_18/<id>.npy` float32 [10, dim],
+    to the synthetic LLP dataset at `root`, so the loader's precomputed path can be used (without them the features
+    are computed from the videos). Each clip's rows are the mean of fixed random class vectors of its weak label plus
+    noise (informative, deterministic for `seed`; not what the stream would compute). Returns the number of files."""
+    from .annotations import load_llp_clips
+
+    if dim < 1:
+        raise DataError("the R(2+1)D feature width must be at least 1")
+    rng = np.random.default_rng([int(seed), 16])
+    classes = rng.standard_normal((len(LLP_CLASSES), dim)).astype(np.float32)
+    folder = Path(root) / "feats" / "r2plus1d_18"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for split in SPLITS:
+        for clip in load_llp_clips(split, root):
+            label = clip.weak_label().astype(np.float32)
+            base = label @ classes / max(1.0, float(label.sum()))
+            rows = base[None, :] + 0.1 * rng.standard_normal((10, dim)).astype(np.float32)
+            np.save(folder / f"{clip.video_id}.npy", rows.astype(np.float32))
+            written += 1
+    return written
 
 
 NON_INSTRUMENTS = {"yes", "no", "left", "right", "middle", "indoor", "outdoor", "more than ten", "simultaneously",

@@ -9,11 +9,17 @@ frames and the T seconds of audio are known. Every frame is decoded (H.264 needs
 converted to RGB and resized, so a 10-s 720p clip costs little more than its decode (benchmarks/decode.py). Frames
 are picked by presentation timestamp (see `sampling.py`), so variable frame rate is handled; the display rotation
 (display matrix, or a legacy ``rotate`` tag) is applied before the resize.
+
+`st=STSampling(...)` adds a second sampling of the same decode: AVVP's R(2+1)D-18 frames (`caeav.media.st_frames`,
+8 per second, bilinear 112²), picked from the frames the pass decodes anyway and converted as soon as each is
+picked (`ConvertingPicker`), so a 10-s window holds at most one extra decoded frame and is decoded once.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Optional
+
 import av
 import numpy as np
 
@@ -23,6 +29,7 @@ from .container import (container_duration, container_start, describe, is_still_
 from .gate import NonRefGate
 from .preprocess import normalize_frames, resize_rgb, upright
 from .sampling import DEFAULT_FPS, TIME_EPS, frame_instants
+from .st_frames import STSampling, st_instants
 from .types import SAMPLE_RATE, ClipMedia, MediaWarning, RawClip
 
 
@@ -54,6 +61,29 @@ class FramePicker:
         for k in range(self.k, len(self.instants)):
             self.picked[k] = self.prev
         self.k = len(self.instants)
+
+
+class ConvertingPicker(FramePicker):
+    """A FramePicker whose picks are converted (upright, resized) by `convert` and released right away: for many
+    instants (AVVP's stream: 80 per window), where holding every picked decoded frame would cost ~1 MB each."""
+
+    def __init__(self, instants: list[float], size: int, resample: str):
+        super().__init__(instants)
+        self.out = np.empty((len(instants), size, size, 3), dtype=np.uint8)
+        self.size, self.resample = size, resample
+        self._converted = 0
+        self._last: tuple = (None, None)  # (decoded frame, its converted image): consecutive picks share a frame
+
+    def convert(self, stream) -> None:
+        """Convert the frames picked since the last call into `out`; keep only their times in `picked`."""
+        for k in range(self._converted, self.k):
+            t, frame = self.picked[k]
+            if frame is not self._last[0]:
+                rgb = upright(frame.to_ndarray(format="rgb24"), _rotation(stream, frame))
+                self._last = (frame, resize_rgb(rgb, self.size, self.resample))
+            self.out[k] = self._last[1]
+            self.picked[k] = (t, None)
+        self._converted = self.k
 
 
 def _rotation(stream, frame) -> int:
@@ -91,7 +121,8 @@ def _decode_packet(stream, packet, picker: FramePicker) -> list:
         return []
 
 
-def _decode_window(container, path, segments: int, start: float, sampling: str, drop_nonref: bool):
+def _decode_window(container, path, segments: int, start: float, sampling: str, drop_nonref: bool,
+                   st: Optional[STSampling] = None):
     video = container.streams.video[0]
     audio_stream = container.streams.audio[0] if container.streams.audio else None
     video.thread_type = "AUTO"
@@ -102,7 +133,10 @@ def _decode_window(container, path, segments: int, start: float, sampling: str, 
     fps = stream_fps(video)
     frame_period = 1.0 / (fps or DEFAULT_FPS)
     picker = FramePicker(frame_instants(segments, sampling, fps))
-    gate = NonRefGate(video.codec_context, picker.instants, 1.5 * frame_period) if drop_nonref else None
+    extra = ConvertingPicker(st_instants(segments, st), st.size, "bilinear") if st is not None else None
+    pickers = [picker] + ([extra] if extra is not None else [])
+    instants = sorted(set(picker.instants + (extra.instants if extra is not None else [])))
+    gate = NonRefGate(video.codec_context, instants, 1.5 * frame_period) if drop_nonref else None
     window = AudioWindow(segments, origin + start) if audio_stream is not None else None
     if start > 0:
         container.seek(int((origin + start) * av.time_base), backward=True, any_frame=False)
@@ -111,18 +145,21 @@ def _decode_window(container, path, segments: int, start: float, sampling: str, 
     streams = [video] + ([audio_stream] if audio_stream is not None else [])
     for packet in container.demux(*streams):
         if packet.stream.index == video.index:
-            if picker.done:
+            if all(p.done for p in pickers):
                 continue
             if gate is not None:
                 gate.before_packet(None if packet.pts is None else float(packet.pts * packet.time_base) - origin - start)
             for frame in _decode_packet(video, packet, picker):
                 t = frame.time if frame.pts is not None else count * frame_period
                 count += 1
-                picker.add(t - origin - start, frame, frame_period)
+                for p in pickers:
+                    p.add(t - origin - start, frame, frame_period)
+            if extra is not None:
+                extra.convert(video)
         elif not window.done:
             for frame in _decode_packet(audio_stream, packet, picker):
                 window.add(frame)
-        if picker.done and (window is None or window.done):
+        if all(p.done for p in pickers) and (window is None or window.done):
             break
     else:  # end of file before the window was full
         if window is not None:
@@ -130,20 +167,23 @@ def _decode_window(container, path, segments: int, start: float, sampling: str, 
         if picker.prev is None:
             raise media_error(path, "has no decodable video frames")
         content_end = max(picker.end, window.end_seconds if window is not None else 0.0)
-        picker.finish()
+        for p in pickers:
+            p.finish()
+        if extra is not None:
+            extra.convert(video)
         padded = round(max(0.0, segments - content_end), 3)
-    exact = gate is None or gate.exact(picker.picked)
-    return picker, window, duration, padded, exact
+    exact = gate is None or all(gate.exact(p.picked, p.instants) for p in pickers)
+    return picker, window, duration, padded, exact, extra
 
 
 def decode_raw(path, segments: int = 10, size: int = 192, start: float = 0.0, sampling: str = "centre",
-               strict: bool = False) -> RawClip:
+               strict: bool = False, st: Optional[STSampling] = None) -> RawClip:
     """Decode T frames (uint8 [T, S, S, 3], resized) and T seconds of mono 32 kHz audio from `start` seconds.
 
     MediaError (naming the file) for a missing, empty, corrupt or non-video file, a file without a video track, a
     start past the end, and, with strict=True, a file without an audio track (otherwise: silence and a warning).
     A window that runs past the end of the file is padded (last frame repeated, audio zero) and reported in
-    `padded_seconds` and `warnings`.
+    `padded_seconds` and `warnings`. `st`: also AVVP's stream frames from the same pass (`RawClip.st_frames`).
     """
     if start < 0:
         raise ValueError("start must be >= 0")
@@ -155,8 +195,8 @@ def decode_raw(path, segments: int = 10, size: int = 192, start: float = 0.0, sa
                 raise media_error(path, f"is a still image ({container.format.name}), not a video")
             if strict and not container.streams.audio:
                 raise media_error(path, "has no audio track (strict decoding)")
-            picker, window, duration, padded, exact = _decode_window(container, path, segments, start, sampling,
-                                                                     drop_nonref)
+            picker, window, duration, padded, exact, extra = _decode_window(container, path, segments, start,
+                                                                            sampling, drop_nonref, st)
             if not exact:
                 continue
             rotation = _rotation(container.streams.video[0], picker.picked[0][1])
@@ -183,17 +223,18 @@ def decode_raw(path, segments: int = 10, size: int = 192, start: float = 0.0, sa
         start=start,
         frame_times=[round(start + t, 6) for t, _ in picker.picked],
         rotation=rotation,
+        st_frames=extra.out if extra is not None else None,
     )
 
 
 def decode_clip(path, segments: int = 10, size: int = 192, start: float = 0.0, sampling: str = "centre",
-                strict: bool = False) -> ClipMedia:
+                strict: bool = False, st: Optional[STSampling] = None) -> ClipMedia:
     """Model inputs for the window [start, start + segments) s of a video file (see `decode_raw` for errors).
 
     `sampling` is ``centre`` (one frame at the middle of each 1-s segment: AVVP, AVS) or ``linspace`` (frames spread
     from the first to the last of the window: AVE, AVQA); `sampling_for_task` gives a task's rule.
     """
-    raw = decode_raw(path, segments, size, start, sampling, strict)
+    raw = decode_raw(path, segments, size, start, sampling, strict, st)
     return to_model_inputs(raw)
 
 
@@ -209,5 +250,6 @@ def to_model_inputs(raw: RawClip) -> ClipMedia:
         start=raw.start,
         frame_times=list(raw.frame_times),
         rotation=raw.rotation,
+        st_frames=raw.st_frames,
     )
 

@@ -36,12 +36,13 @@ class NonRefGate:
         if skip:
             self.let_go.append(t)
 
-    def exact(self, picked: list) -> bool:
-        """True when no dropped frame could be the frame displayed at any instant (see the module docstring)."""
+    def exact(self, picked: list, instants=None) -> bool:
+        """True when no dropped frame could be the frame displayed at any instant (see the module docstring).
+        `instants`: those `picked` was picked for, when the gate serves several pickers (default: the gate's own)."""
         gone = sorted(self.let_go)
         if not gone:
             return True
-        for instant, (t, _) in zip(self.instants, picked):
+        for instant, (t, _) in zip(self.instants if instants is None else instants, picked):
             hi = bisect_right(gone, instant + TIME_EPS)  # dropped frames at or before the instant: gone[:hi]
             if hi and (gone[hi - 1] > t or t > instant + TIME_EPS):
                 return False

@@ -30,13 +30,19 @@ def upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
     return np.rot90(rgb, k=quarter) if quarter else rgb
 
 
-def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Bicubic resize of an [H, W, 3] uint8 image to [size, size, 3] uint8 (aspect ratio not kept)."""
+RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+def resize_rgb(rgb: np.ndarray, size: int, resample: str = "bicubic") -> np.ndarray:
+    """Resize an [H, W, 3] uint8 image to [size, size, 3] uint8 with Pillow's `resample` filter (aspect ratio not kept).
+
+    Bicubic for the model's frames; bilinear for AVVP's R(2+1)D-18 stream (`caeav.media.st_frames`: torchvision's
+    `Resize((112, 112))` on a PIL image, as LLP's feature extraction)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise TypeError("resize_rgb expects a uint8 [H, W, 3] array")
     image = Image.fromarray(np.ascontiguousarray(rgb))
     if image.size != (size, size):
-        image = image.resize((size, size), resample=Image.Resampling.BICUBIC)
+        image = image.resize((size, size), resample=RESAMPLE[resample])
     return np.asarray(image, dtype=np.uint8)
 
 

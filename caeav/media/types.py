@@ -32,6 +32,7 @@ class RawClip:
     start: float = 0.0
     frame_times: list = field(default_factory=list)  # seconds (from the window start's file origin) of each picked frame
     rotation: int = 0  # degrees counter-clockwise applied to show the frames upright
+    st_frames: Optional[np.ndarray] = None  # AVVP's stream frames uint8 [T·F, S', S', 3] when asked for (decode_raw)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class ClipMedia:
     start: float = 0.0
     frame_times: list = field(default_factory=list)
     rotation: int = 0
+    st_frames: Optional[np.ndarray] = None  # uint8 [T·F, S', S', 3], not normalised (`caeav.media.st_frames`)
 
 
 @dataclass

@@ -6,7 +6,9 @@ the LLP release, YapengTian/AVVP-ECCV20 `utils/eval_metrics.py`):
 * Prediction per clip: video-level probabilities [25] and frame-level audio / visual probabilities [T, 25] are
   thresholded with `>= 0.5`; each frame map is multiplied by the *predicted* video-level labels (`binarize`).
 * Ground truth per clip: [25, T] 0/1 for audio and for visual (see `caeav.data.annotations.llp`).
-* SO_av = SO_a * SO_v and GT_av = GT_a * GT_v, elementwise.
+* SO_av = SO_a * SO_v and GT_av = GT_a * GT_v, elementwise (`main.py:191-196`). The official `segment_level` and
+  `event_level` take SO_av and GT_av as arguments of their own; so do ours (`so_av`, `gt_av`, optional): when passed
+  they are used as given, when omitted they are the products.
 * Segment level (`segment_level`): per class TP/FP/FN over the T segments, F_c = 2TP / (2TP + FP + FN) for the classes
   with TP+FP > 0 or TP+FN > 0; the clip score is the mean of those F_c, or 1.0 when no class qualifies. Computed for a,
   v, av, and a pooled score whose per-class counts are the audio and visual counts added.
@@ -117,30 +119,40 @@ def _event_counts(so: np.ndarray, gt: np.ndarray):
     return counts[..., 0], counts[..., 1], counts[..., 2]
 
 
-def _scores(counts, so_a, so_v, gt_a, gt_v) -> np.ndarray:
-    """[..., 4] scores (audio, visual, pooled, audio_visual) for 0/1 arrays [..., C, T]."""
-    ca, cv, cav = counts(so_a, gt_a), counts(so_v, gt_v), counts(so_a * so_v, gt_a * gt_v)
+def _scores(counts, so_a, so_v, gt_a, gt_v, so_av=None, gt_av=None) -> np.ndarray:
+    """[..., 4] scores (audio, visual, pooled, audio_visual) for 0/1 arrays [..., C, T]; the AV matrices default to
+    the products."""
+    so_av = so_a * so_v if so_av is None else so_av
+    gt_av = gt_a * gt_v if gt_av is None else gt_av
+    ca, cv, cav = counts(so_a, gt_a), counts(so_v, gt_v), counts(so_av, gt_av)
     pooled = [a + v for a, v in zip(ca, cv)]
     return np.stack([mean_class_f(*ca), mean_class_f(*cv), mean_class_f(*pooled), mean_class_f(*cav)], axis=-1)
 
 
 def _checked(arrays, names, ndim):
-    arrs = [as_binary(x, n) for x, n in zip(arrays, names)]
+    """0/1 arrays of one shape (`ndim` axes); None entries (omitted AV matrices) stay None."""
+    arrs = [None if x is None else as_binary(x, n) for x, n in zip(arrays, names)]
     check_shape(arrs[0], (None,) * ndim, names[0])
     for arr, n in zip(arrs[1:], names[1:]):
-        check_shape(arr, arrs[0].shape, n)
+        if arr is not None:
+            check_shape(arr, arrs[0].shape, n)
     return arrs
 
 
-def segment_level(so_a, so_v, gt_a, gt_v) -> ClipF:
-    """Segment-level clip scores (`segment_level`, `eval_metrics.py:146-206`) from [C, T] 0/1 matrices."""
-    arrs = _checked((so_a, so_v, gt_a, gt_v), ("so_a", "so_v", "gt_a", "gt_v"), 2)
+_CLIP_NAMES = ("so_a", "so_v", "gt_a", "gt_v", "so_av", "gt_av")
+
+
+def segment_level(so_a, so_v, gt_a, gt_v, so_av=None, gt_av=None) -> ClipF:
+    """Segment-level clip scores (`segment_level`, `eval_metrics.py:146-206`) from [C, T] 0/1 matrices; `so_av`,
+    `gt_av` used as given when passed, else the products."""
+    arrs = _checked((so_a, so_v, gt_a, gt_v, so_av, gt_av), _CLIP_NAMES, 2)
     return ClipF(*(float(x) for x in _scores(_segment_counts, *arrs)))
 
 
-def event_level(so_a, so_v, gt_a, gt_v) -> ClipF:
-    """Event-level clip scores (`event_level`, `eval_metrics.py:33-143`) from [C, T] 0/1 matrices."""
-    arrs = _checked((so_a, so_v, gt_a, gt_v), ("so_a", "so_v", "gt_a", "gt_v"), 2)
+def event_level(so_a, so_v, gt_a, gt_v, so_av=None, gt_av=None) -> ClipF:
+    """Event-level clip scores (`event_level`, `eval_metrics.py:33-143`) from [C, T] 0/1 matrices; `so_av`, `gt_av`
+    used as given when passed, else the products."""
+    arrs = _checked((so_a, so_v, gt_a, gt_v, so_av, gt_av), _CLIP_NAMES, 2)
     return ClipF(*(float(x) for x in _scores(_event_counts, *arrs)))
 
 
@@ -150,14 +162,16 @@ def _summary(clips: np.ndarray) -> dict[str, float]:
     return {"audio": float(a), "visual": float(v), "audio_visual": float(av), "type_av": float(type_av), "event_av": float(event)}
 
 
-def avvp_scores(pred_audio, pred_visual, gt_audio, gt_visual) -> dict[str, dict[str, float]]:
+def avvp_scores(pred_audio, pred_visual, gt_audio, gt_visual, pred_av=None,
+                gt_av=None) -> dict[str, dict[str, float]]:
     """Dataset AVVP numbers in percent (`main.py:212-238`) from 0/1 arrays [N, 25, T] (clips x classes x segments).
 
     Returns {"segment": {...}, "event": {...}}, each with keys audio, visual, audio_visual, type_av = (A + V + AV) / 3
-    and event_av = mean of the pooled clip scores. Clips are weighted equally.
+    and event_av = mean of the pooled clip scores. Clips are weighted equally. `pred_av`, `gt_av`: the audio-visual
+    matrices, used as given when passed, else the products (as `segment_level`).
     """
-    names = ("pred_audio", "pred_visual", "gt_audio", "gt_visual")
-    arrs = _checked((pred_audio, pred_visual, gt_audio, gt_visual), names, 3)
+    names = ("pred_audio", "pred_visual", "gt_audio", "gt_visual", "pred_av", "gt_av")
+    arrs = _checked((pred_audio, pred_visual, gt_audio, gt_visual, pred_av, gt_av), names, 3)
     if arrs[0].shape[0] == 0:
         raise ValueError("avvp_scores needs at least one clip")
     return {"segment": _summary(_scores(_segment_counts, *arrs)), "event": _summary(_scores(_event_counts, *arrs))}

@@ -14,7 +14,7 @@ Its insides are AVMoE's (Cheng et al., NeurIPS 2024, reference [18] of the paper
 2. Router: concat(mean_L x, mean_L ŷ) → Linear(2C_s, 128) → ReLU → Linear(128, 32) → ReLU → Linear(32, E) → softmax;
    one decision per frame; N(0, σ²) noise on the logits in training when `router_noise_std` σ > 0 (AVS).
 3. Dense soft mixture of all E = num_cma + num_ua experts (CMA first, as the code): out = Σ_e p_e · expert_e(x, ŷ).
-4. `load_balancing_loss` = KL(U ‖ mean_BT p) (AVVP, AVS-MS3).
+4. `load_balancing_loss` = E·KL(U ‖ mean_BT p), the gradient of the authors' per-call term (AVVP, AVS-MS3).
 
 Export: no data-dependent control flow (branches depend on the config and on `self.training` only), the batch axis
 only ever appears through broadcasting, experts are an unrolled static loop. The order of the two alignment products
@@ -100,15 +100,22 @@ class MoEAdapter(nn.Module):
 
 
 def load_balancing_loss(probs: Tensor) -> Tensor:
-    """KL(U ‖ p̄) = Σ_e (1/E)(log(1/E) − log p̄_e), p̄ = mean of the router probabilities over frames (§3.1 item 3).
+    """E·KL(U ‖ p̄) = Σ_e (log(1/E) − log p̄_e), p̄ = mean of the router probabilities over frames (§3.1 item 3).
 
-    `probs` `[BT, E]` → scalar; 0 iff p̄ is uniform. Note: the authors compute it as
-    `F.kl_div(p̄.log(), U, reduction="batchmean")` on the 1-D p̄, which divides this value by E (AVVP-NET:222-227);
-    a trainer that wants the authors' effective weight uses `lb_weight / E`.
+    `probs` `[BT, E]` → scalar; 0 iff p̄ is uniform. Scale, from the authors' code (AVVP-NET:223-227, AVS-NET:316-320):
+    their router probabilities are shaped [BT, 1, E], so p̄ = mean over dim 0 is [1, E], `full_like(p̄, 1/p̄.size(0))`
+    is 1.0 and `F.kl_div(p̄.log(), 1.0, reduction="batchmean")` divides by 1: their per-call value is
+
+        L_authors = Σ_e 1·(log 1 − log p̄_e) = −Σ_e log p̄_e = E·KL(U ‖ p̄) + E·log E.
+
+    E·log E is a constant, so ∇L_authors = ∇(E·KL(U ‖ p̄)) = the gradient of this function, and the task weight is
+    the authors' own weight: AVVP 1 (`use_load_balacing_loss=1`, each of the 48 calls added with weight 1,
+    AVVP-MAIN:77-79; E = 1 CMA + 1 UA), AVS-MS3 0.01 (`load_balancing_loss_weight=0.01`, avs_ms3/train_v2.sh;
+    E = 2 CMA + 2 UA). The logged value is the authors' minus E·log E per call (0 at balance, not E·log E).
     """
     mean = probs.mean(dim=0)
     log_uniform = -math.log(mean.shape[-1])
-    return (log_uniform - mean.clamp_min(torch.finfo(mean.dtype).tiny).log()).mean()
+    return (log_uniform - mean.clamp_min(torch.finfo(mean.dtype).tiny).log()).sum()
 
 
 # Official AVMoE/CAE-AV `MoEAdapter` key pieces → ours (module-relative keys, applied in this order).

@@ -7,6 +7,8 @@
       → CASE (Eq. 17-21)                                                                v, a (+ aux for the losses)
       → Swin's final norm on v; token means → f_v [B,T,C_v], f_a [B,T,C_a]
       → task head (AVE CMBS / MLP, AVVP MGN, AVQA, AVS decoder)
+    AVVP with `task.head.st_dim` > 0 also: st [B,T,st_dim] precomputed, or st_clips [B,T,3,F,S,S] → the frozen
+      R(2+1)D-18 stream (`caeav.model.st_stream`, eval mode, no grad) → st
 
 `forward` returns the head's outputs; in training mode it also returns `aux` (CASE projections and selection
 probabilities) and `router_probs` (every MoE call), which `loss` turns into Eq. 25 plus load balancing.
@@ -22,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from caeav.config import ModelConfig
+from caeav.config import ConfigError, ModelConfig
 from caeav.model.avmoe import load_balancing_loss
 from caeav.model.captions import CaptionProjector
 from caeav.model.case import CASE
 from caeav.model.encoder import CAEAVEncoder
 from caeav.model.heads import build_head
 from caeav.model.losses import total_loss
+from caeav.model.st_stream import STStream
 
 
 class CAEAV(nn.Module):
@@ -45,23 +48,39 @@ class CAEAV(nn.Module):
         self.caption_projector = CaptionProjector(cfg.caption, self.dim_v, self.dim_a)
         self.case = CASE(self.dim_v, self.dim_a, vs[-1].tokens, aus[-1].tokens, cfg.case)
         self.head = build_head(cfg, [s.dim for s in vs], self.dim_a, vs[-1].tokens)
+        self.st_stream = build_st_stream(cfg)
 
     # ------------------------------------------------------------------------------------------------ bookkeeping
 
     def frozen_parameter_names(self) -> list[str]:
-        return [f"encoder.{n}" for n in self.encoder.frozen_parameter_names()]
+        names = [f"encoder.{n}" for n in self.encoder.frozen_parameter_names()]
+        if self.st_stream is not None:
+            names += [f"st_stream.{n}" for n, _ in self.st_stream.named_parameters()]
+        return names
 
     def trainable_state_dict(self) -> dict[str, Tensor]:
-        """What a caeav checkpoint stores (decisions D9): every parameter and buffer outside the frozen backbones."""
+        """What a caeav checkpoint stores (decisions D9): every parameter and buffer outside the frozen backbones.
+
+        The AVVP R(2+1)D-18 stream is frozen but stored (`st_stream.*`, 31.3 M for `paper`): `tiny`'s random stream can
+        only be restored from it, and checkpoint loading knows only the encoder's backbones as restorable from files."""
         frozen = tuple(f"encoder.{name}." for name in self.encoder.frozen_modules())
         return {k: v for k, v in self.state_dict().items() if not k.startswith(frozen)}
+
+    def load_st_weights(self, path: Optional[str] = None) -> None:
+        """Load the R(2+1)D-18 stream's weights from `path` or the config's `st.weights` (nothing when neither)."""
+        path = path or self.cfg.st.weights
+        if self.st_stream is not None and path:
+            from caeav.model.weights import load_st_weights
+
+            load_st_weights(self.st_stream, path, self.cfg.st)
 
     # ------------------------------------------------------------------------------------------------ forward
 
     def forward(self, frames: Tensor, wave: Tensor, vis_caption: Tensor, aud_caption: Tensor,
                 **extra: Optional[Tensor]) -> dict:
-        """frames `[B,T,3,H,W]`, wave `[B,T,32000]`, captions `[B,L_c,D]`; task extras: avvp `st` `[B,T,512]`
-        (when the head uses it), avqa `question` `[B,L_q]` and optional `neg_frames` `[B,T,3,H,W]`."""
+        """frames `[B,T,3,H,W]`, wave `[B,T,32000]`, captions `[B,L_c,D]`; task extras: avvp `st` `[B,T,st_dim]` or
+        `st_clips` `[B,T,3,F,S,S]` (when the head uses them; `st` wins when both are given), avqa `question`
+        `[B,L_q]` and optional `neg_frames` `[B,T,3,H,W]`."""
         T = self.segments
         enc = self.encoder(frames, wave)
         v_cap, a_cap = self.caption_projector(vis_caption, aud_caption)
@@ -80,12 +99,19 @@ class CAEAV(nn.Module):
         if name == "ave":
             return self.head(f_v, f_a)
         if name == "avvp":
-            return self.head(f_a, f_v, extra.get("st"))
+            return self.head(f_a, f_v, self.st_features(extra.get("st"), extra.get("st_clips")))
         if name == "avqa":
             neg = extra.get("neg_frames")
             return self.head(f_v, f_a, self._visual_maps(v), extra["question"],
                              None if neg is None else self._negative_maps(neg))
         return self.head(enc.visual_stages, f_a)  # AVS: pre-CASE multi-scale visual features + CASE audio
+
+    def st_features(self, st: Optional[Tensor], st_clips: Optional[Tensor]) -> Optional[Tensor]:
+        """The head's `st` `[B,T,st_dim]`: as given, else the frozen stream on `st_clips` (no grad), else None."""
+        if st is not None or st_clips is None or self.st_stream is None:
+            return st
+        with torch.no_grad():
+            return self.st_stream.segments(st_clips)
 
     def _visual_maps(self, v: Tensor) -> Tensor:
         """Normed final-stage tokens `[BT, L, C]` as spatial maps `[B, T, C, h, w]` (AVQA grounding)."""
@@ -122,9 +148,22 @@ class CAEAV(nn.Module):
         return self.head.predict(outputs)
 
 
+def build_st_stream(cfg: ModelConfig) -> Optional[STStream]:
+    """AVVP's frozen R(2+1)D-18 stream when the head fuses its features (`task.head.st_dim` > 0), else None; the
+    stream's width (`st.channels[-1]`) must be `st_dim`."""
+    st_dim = int(cfg.task.head.get("st_dim", 0) or 0) if cfg.task.name == "avvp" else 0
+    if st_dim <= 0:
+        return None
+    if int(cfg.st.channels[-1]) != st_dim:
+        raise ConfigError(f"task.head.st_dim is {st_dim} but the R(2+1)D stream gives {cfg.st.channels[-1]} "
+                          f"(st.channels[-1]); make them equal")
+    return STStream(cfg.st)
+
+
 def build_model(cfg: ModelConfig, device: Optional[str | torch.device] = None, load_weights: bool = True) -> CAEAV:
     """Build CAE-AV for `cfg` (on `device`; "meta" builds shapes only). Backbone weights load from the files the config
-    names (`visual.weights`, `audio.weights`) unless `load_weights` is False or the device is meta."""
+    names (`visual.weights`, `audio.weights`, AVVP's `st.weights`) unless `load_weights` is False or the device is
+    meta."""
     device = torch.device(device) if device is not None else None
     if device is not None and device.type == "meta":
         with torch.device("meta"):
@@ -132,4 +171,5 @@ def build_model(cfg: ModelConfig, device: Optional[str | torch.device] = None, l
     model = CAEAV(cfg)
     if load_weights:
         model.encoder.load_backbone_weights()
+        model.load_st_weights()
     return model.to(device) if device is not None else model

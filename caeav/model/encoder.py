@@ -17,7 +17,10 @@ architecture.md §2.4-2.6, decisions D1-D3, D8).
      v = v + DropPath(LN2(MLP(v))) + r_v;  a = a + r_a
    Paired block in a skipped stage (branch B): v = v0 + attn branch; a = HTSATBlock(a0); on the first paired block
    v += CASTE_v(v0, a0), a += CASTE_a(a0, v0); then v += MLP branch.
-   AVVP runs branch A like every task (decisions D2: the authors' audio-block bypass is a bug, not reproduced).
+   AVVP runs branch A like every task (decisions D2: the authors' audio-block bypass is a bug, not reproduced by
+   default). `task.authors_audio_bypass` reproduces it (architecture.md §2.5, AVVP-NET:1109-1110): the HTS-AT block's
+   output is discarded and the audio continues from its pre-block value, a = a1 + r_a (branch A; so the first block's
+   CASTE residual stays in the stream) and a = a0 (branch B).
 4. Merges: Swin's opens stage s+1, HTS-AT's closes stage s — the same point between two stages.
 
 Frozen means frozen (D3): the front end and both backbones have `requires_grad=False` and stay in eval mode when
@@ -132,6 +135,7 @@ class CAEAVEncoder(nn.Module):
         self.audio_shapes = self.audio.stage_shapes()
         moe = cfg.task.avmoe
         self.plan = plan_walk(cfg.visual.depths, cfg.audio.depths, moe.skip_num)
+        self.audio_bypass = bool(cfg.task.authors_audio_bypass)
 
         vs, aus = self.visual_shapes, self.audio_shapes
         self.visual_caste = nn.ModuleList(
@@ -243,7 +247,7 @@ class CAEAVEncoder(nn.Module):
         v0, a0 = v, a
         if step.position is None:  # (B) skipped stage: CASTE straight into the stream
             v = v0 + swin_attention_branch(v_block, v0, v_hw)
-            a = htsat_block(a_block, a0, a_hw)
+            a = a0 if self.audio_bypass else htsat_block(a_block, a0, a_hw)
             if step.first:
                 v = v + self.visual_caste[s](v0, a0)
                 a = a + self.audio_caste[s](a0, v0)
@@ -258,7 +262,7 @@ class CAEAVEncoder(nn.Module):
         r_v, p_v = self.visual_moe_p1[i](v1, a1)
         probs += [p_a, p_v]
         v = v0 + swin_attention_branch(v_block, v0, v_hw) + r_v
-        a = htsat_block(a_block, a0, a_hw) + r_a
+        a = (a1 if self.audio_bypass else htsat_block(a_block, a0, a_hw)) + r_a
         r_a, p_a = self.audio_moe_p2[i](a, v)
         r_v, p_v = self.visual_moe_p2[i](v, a)
         probs += [p_a, p_v]

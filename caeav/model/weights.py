@@ -3,6 +3,9 @@
 * Swin-V2: a timm checkpoint (`.safetensors`, `.pth`, `.bin`; bare or wrapped in `model` / `state_dict`), in the
   current timm layout or the timm 0.6 / Microsoft layout (merging at the end of a stage, `head.weight`), converted by
   timm's own `checkpoint_filter_fn`.
+* R(2+1)D-18 (AVVP's spatio-temporal stream, `caeav.model.st_stream`): torchvision's Kinetics-400 file
+  `r2plus1d_18-91a641e6.pth` (or any state dict in torchvision's `VideoResNet` layout); its `fc` is dropped (the stream
+  ends at the pooled 512-d feature, as LLP's extraction).
 * HTS-AT: the official AudioSet checkpoint (`HTSAT_AudioSet_Saved_*.ckpt`, a PyTorch Lightning file whose
   `state_dict` keys start with `sed_model.`), mapped onto the ClapAudio module names of `caeav.model.backbones.HTSAT`
   plus our front end's `bn0`. The torchlibrosa STFT/mel "parameters" are skipped: our front end computes them.
@@ -20,7 +23,7 @@ from typing import Mapping, Optional
 import torch
 from torch import Tensor, nn
 
-from caeav.config import SwinV2Config
+from caeav.config import STStreamConfig, SwinV2Config
 from caeav.errors import WeightsError
 
 HTSAT_PREFIX = "sed_model."
@@ -157,6 +160,33 @@ def load_swinv2_weights(swin: nn.Module, path, cfg: Optional[SwinV2Config] = Non
                            f"set visual.num_classes={file_classes}")
     _check_fit(path, target, state, expected, "visual backbone (SwinTransformerV2)")
     swin.load_state_dict(state, strict=True)
+
+
+# ---------------------------------------------------------------------------------------------------- R(2+1)D-18
+
+ST_DOWNLOAD = "https://download.pytorch.org/models/r2plus1d_18-91a641e6.pth"
+
+
+def st_expected(cfg: Optional[STStreamConfig]) -> str:
+    """What the stream's weights file is and where it comes from (for error messages)."""
+    name = cfg.weights_name if cfg is not None else "r2plus1d_18-91a641e6.pth"
+    if name == "r2plus1d_18-91a641e6.pth":
+        return (f"torchvision's Kinetics-400 R(2+1)D-18 weights {name}: download {ST_DOWNLOAD} and pass "
+                f"st.weights=PATH")
+    what = name or "an R(2+1)D state dict matching the st.* widths of this config"
+    return f"{what} (torchvision's VideoResNet layout), passed as st.weights=PATH"
+
+
+def load_st_weights(stream: nn.Module, path, cfg: Optional[STStreamConfig] = None) -> None:
+    """Load a torchvision-layout R(2+1)D checkpoint into `stream` (strict on everything but the dropped `fc.*`)."""
+    expected = st_expected(cfg)
+    state = {k: v for k, v in read_state_dict(path, expected).items() if not k.startswith("fc.")}
+    target = stream.state_dict()
+    for key, value in target.items():  # files saved before BatchNorm counted its batches
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = value
+    _check_fit(path, target, state, expected, "R(2+1)D-18 stream")
+    stream.load_state_dict(state, strict=True)
 
 
 # ---------------------------------------------------------------------------------------------------- HTS-AT (official)

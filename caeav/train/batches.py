@@ -60,12 +60,40 @@ def caption_hook(cfg: ModelConfig, cache: Optional[str]):
     return reader
 
 
+def st_options(cfg: ModelConfig) -> dict:
+    """AVVP's R(2+1)D feature options of the dataset (`caeav.data.datasets.LLPDataset`) when the head fuses them:
+    `st_dim`, the LLP frame sampling of `cfg.st` and the frozen stream as the `st_encoder` hook (built on first use,
+    so a dataset with every `feats/r2plus1d_18/<id>.npy` never builds it). {} otherwise."""
+    st_dim = int(cfg.task.head.get("st_dim", 0) or 0) if cfg.task.name == "avvp" else 0
+    if st_dim <= 0:
+        return {}
+    from caeav.media.st_frames import STSampling
+    from caeav.model.st_stream import STFeatureEncoder
+
+    return {"st_dim": st_dim, "st_encoder": STFeatureEncoder(cfg.st), "st_sampling": STSampling.from_config(cfg.st)}
+
+
+def st_source_note(dataset, cache_dir=None) -> Optional[str]:
+    """Where AVVP's R(2+1)D features of `dataset` come from (one line), or None for a dataset without them."""
+    st = getattr(dataset, "st", None)
+    if st is None:
+        return None
+    forms = [st.form(r) for r in dataset.records]
+    npy, video = forms.count("npy"), forms.count("video")
+    parts = [f"{npy} from feats/r2plus1d_18/"] if npy else []
+    if video:
+        where = f", cached in {cache_dir}" if cache_dir else " (pass --media-cache DIR to keep them)"
+        parts.append(f"{video} computed once from the videos by the R(2+1)D-18 stream{where}")
+    return f"R(2+1)D features of the {len(forms)} {dataset.split} clips: " + ", ".join(parts)
+
+
 def build_split(cfg: ModelConfig, split: str, root, captions, cache_dir=None):
-    """The dataset of `cfg.task` for `split`, frames at `cfg.task.input_size`, with the caption hook attached."""
+    """The dataset of `cfg.task` for `split`, frames at `cfg.task.input_size`, with the caption hook attached (and
+    AVVP's R(2+1)D features, `st_options`)."""
     from caeav.data.datasets import build_dataset
 
     dataset = build_dataset(cfg.task.name, root, split, size=cfg.task.input_size, cache_dir=cache_dir,
-                            captions=captions)
+                            captions=captions, **st_options(cfg))
     if len(dataset) == 0:
         raise DataError(f"{root}: the {split} split of {cfg.task.name} is empty")
     return dataset
@@ -106,8 +134,8 @@ def model_inputs(batch: dict, cfg: ModelConfig, training: bool) -> dict:
     task = cfg.task.name
     if task == "avvp" and int(cfg.task.head.get("st_dim", 0) or 0) > 0:
         if "st" not in batch:
-            raise DataError("the AVVP head expects R(2+1)D clip features `st` (task.head.st_dim > 0) that this dataset "
-                            "does not provide; train with task.head.st_dim=0")
+            raise DataError("the AVVP head fuses R(2+1)D clip features `st` (task.head.st_dim > 0) but the items carry "
+                            "none (build the dataset with `st_options(cfg)`)")
         inputs["st"] = batch["st"]
     if task == "avqa":
         inputs["question"] = batch["question"]

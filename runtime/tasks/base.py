@@ -31,7 +31,8 @@ from caeav.errors import BundleError, CaeavError
 TASK_OPTIONS = {"masks": ("--masks", "AVS"), "overlay": ("--overlay", "AVS"), "questions": ("--question", "AVQA"),
                 "questions_file": ("--questions", "AVQA")}
 # Head inputs that a bundle may declare but `caeav infer` cannot compute from a video, and what to do about them.
-UNSUPPORTED_INPUTS = {"st": "an AVVP head with R(2+1)D features: export with task.head.st_dim=0"}
+UNSUPPORTED_INPUTS = {"st": "an AVVP head with R(2+1)D features but no st_stream graph, exported before caeav computed "
+                             "the stream: re-export it"}
 
 
 class TaskAdapter:
@@ -57,8 +58,9 @@ class TaskAdapter:
                               f"{', '.join(outputs)}; a {self.family} head gives {need} (was the manifest edited? "
                               "re-export the bundle)")
         computed = set(self.extra_inputs)
-        for name in ("encoder", "caption_projector"):
-            computed.update(bundle.graph(name).output_names)
+        for name in bundle.chain:
+            if name != "head":
+                computed.update(bundle.graph(name).output_names)
         missing = [n for n in head.input_names if n not in computed]
         if missing:
             why = "; ".join(UNSUPPORTED_INPUTS[n] for n in missing if n in UNSUPPORTED_INPUTS)

@@ -5,14 +5,17 @@ Origin: Mo & Tian, "Multi-modal Grouping Network for Weakly-Supervised Audio-Vis
 
 * `AttnBlock`: pre-norm transformer block (fused qkv with bias, GELU MLP ×4, DropPath on both residuals).
 * `CrossAttnBlock` (post-norm variant only, as MGN uses it): q + Attn(q, k); + MLP(LN(·)); then LN.
-* `AssignAttention`: one head; raw logits r = q kᵀ/√d between the S₂ groups (queries) and the L tokens (keys);
-  the assignment is normalised over the *group* axis:
-    soft:  A = 1 + softmax_L(softmax_S₂(r))            (in (1, 2); the authors' soft branch)
+* `AssignAttention` (GRP:70-163): one head; raw logits r = q kᵀ/√d between the S₂ groups (queries) and the L tokens
+  (keys); the attention is normalised over the *group* axis (`assignment`):
+    soft:  A = softmax_S₂(r)
     hard:  A = one-hot(argmax_S₂ softmax_S₂(r))        (straight-through: forward one-hot, gradient of the softmax)
     hard + Gumbel, training only: softmax_S₂((r + g)/τ) with g ~ Gumbel(0, 1), then the same straight-through
-  then out = Proj((A / (Σ_L A + 1)) V). The un-normalised A is returned: MGN's segment-level probabilities use it.
+  then out = Proj((A / (Σ_L A + 1)) V) (`assign_weights`). The map returned for MGN's segment-level probabilities
+  (`frame_map`) is the authors' attention dict entry of the block's kind: hard → A itself; soft →
+  1 + softmax_L(softmax_S₂(r)), in (1, 2), a visualisation map that only the frame probabilities use.
 * `GroupingBlock`: LN on group tokens and on x; token-axis MLP (S₁ → ⌊dim/2⌋ → S₂) + LN; CrossAttnBlock(groups, x);
-  AssignAttention(groups, x) + groups; + channel MLP (×4) on LN. Returns `[B, S₂, dim]` and A `[B, S₂, L]`.
+  AssignAttention(groups, x) + groups; + channel MLP (×4) on LN. Returns `[B, S₂, dim]` and the frame map
+  `[B, S₂, L]`.
   MGN's "HAN" block (`GroupingBlock_Han`) is the same module with the T segments of the other modality as groups.
 * `ModalityTrans`: concat(x, groups) → `depth` AttnBlocks → split → [HAN(x, x_other)] → GroupingBlock(x, groups).
 
@@ -161,19 +164,30 @@ class AssignAttention(nn.Module):
         self.hard, self.gumbel, self.gumbel_tau, self.assign_eps = hard, gumbel, gumbel_tau, assign_eps
 
     def assignment(self, raw: Tensor) -> Tensor:
-        """A `[B, S₂, L]` from raw logits; softmax over the group axis (−2)."""
+        """A `[B, S₂, L]` from raw logits, normalised over the group axis (−2) (GRP `get_attn`)."""
         if self.gumbel and self.training:
             y = torch.softmax((raw + gumbel_noise(raw)) / self.gumbel_tau, dim=-2)
             return straight_through_one_hot(y, dim=-2) if self.hard else y
         if self.hard:
             return straight_through_one_hot(torch.softmax(raw, dim=-2), dim=-2)
+        return torch.softmax(raw, dim=-2)
+
+    def assign_weights(self, assign: Tensor) -> Tensor:
+        """The attention weights A / (Σ_L A + eps), eps = 1 (GRP's `sum_assign=False` branch)."""
+        return assign / (assign.sum(dim=-1, keepdim=True) + self.assign_eps)
+
+    def frame_map(self, raw: Tensor, assign: Tensor) -> Tensor:
+        """The map MGN's frame probabilities use (GRP `attn_dict[kind]`): A when hard, else
+        1 + softmax_L(softmax_S₂(r)) (the un-noised soft assignment, whatever the training mode)."""
+        if self.hard:
+            return assign
         return 1.0 + torch.softmax(torch.softmax(raw, dim=-2), dim=-1)
 
     def forward(self, query: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
         raw = torch.matmul(self.q_proj(query), self.k_proj(key).transpose(-2, -1)) * self.scale  # [B, S₂, L]
         assign = self.assignment(raw)
-        weights = assign / (assign.sum(dim=-1, keepdim=True) + self.assign_eps)
-        return self.proj(torch.matmul(weights, self.v_proj(key))), assign
+        out = self.proj(torch.matmul(self.assign_weights(assign), self.v_proj(key)))
+        return out, self.frame_map(raw, assign)
 
 
 class GroupingBlock(nn.Module):
@@ -206,7 +220,7 @@ class ModalityTrans(nn.Module):
 
     x `[B, L, C]`, group_tokens `[S, C]` (learned class tokens, broadcast over the batch) or `[B, S, C]`;
     x_other `[B, T, C]` is required when the module has a HAN block (`han_tokens` = T > 0).
-    Returns the new groups `[B, S_out, C]` and the assignment A `[B, S_out, L]`.
+    Returns the new groups `[B, S_out, C]` and the frame map `[B, S_out, L]` (`AssignAttention.frame_map`).
     """
 
     def __init__(self, dim: int, depth: int, heads: int, num_group_tokens: int, num_output_groups: int,

@@ -267,3 +267,21 @@ def test_authors_audio_bypass_discards_the_htsat_blocks():
     assert not torch.allclose(*results[False])  # D2: the blocks run
     torch.testing.assert_close(*results[True], rtol=0, atol=0)  # the authors' AVVP: their outputs are discarded
     assert load_config("paper", "avvp").task.authors_audio_bypass is False
+
+
+def test_export_refuses_a_checkpoint_whose_published_stream_was_never_loaded():
+    """A paper AVVP checkpoint trained on LLP's feature files without st.weights holds a random stream; a bundle would
+    compute garbage features from the video, so `caeav export` stops with one line naming the download."""
+    from types import SimpleNamespace
+
+    from caeav.cli.export_cmd import _stream_weights
+    from caeav.errors import ExportError
+
+    model = SimpleNamespace(st_stream=object())
+    paper = load_config("paper", "avvp")
+    with pytest.raises(ExportError) as exc:
+        _stream_weights(model, paper, "runs/avvp/best")
+    assert "r2plus1d_18-91a641e6.pth" in _one_line(exc) and "random weights" in str(exc.value)
+    _stream_weights(model, load_config("paper", "avvp", ["st.weights=/w/r2plus1d_18-91a641e6.pth"]), "x")
+    _stream_weights(model, TINY, "x")  # tiny's stream is random by design
+    _stream_weights(SimpleNamespace(st_stream=None), paper, "x")

@@ -75,6 +75,7 @@ def export(
         model, cfg = src.checkpoint_model(checkpoint)
         if task and canonical_task(task) != cfg.task.name:
             raise ExportError(f"checkpoint {checkpoint} is a {cfg.task.name} model, not {task}")
+        _stream_weights(model, cfg, checkpoint)
         origin = src.checkpoint_source(checkpoint, embedded=embed)
         tower = src.text_tower(cfg, load_weights=True)
     else:
@@ -122,3 +123,15 @@ def engines(
         span = parse_batch(batch)
     _engines(bundle, precision, span)
     typer.echo(f"TensorRT engines built into {bundle}")
+
+
+
+def _stream_weights(model, cfg, checkpoint) -> None:
+    """AVVP trained on LLP's precomputed features never needed the stream's weights, but a bundle computes the
+    features from the video: one line when the checkpoint's stream is random where published weights are expected."""
+    if getattr(model, "st_stream", None) is not None and cfg.st.weights_name and not cfg.st.weights:
+        from caeav.model.weights import st_expected
+
+        raise ExportError(f"{checkpoint}: its R(2+1)D-18 stream has random weights (trained on precomputed "
+                          f"feats/r2plus1d_18 without st.weights), but a bundle computes the features from the video; "
+                          f"train with st.weights=PATH: {st_expected(cfg.st)}")

@@ -91,7 +91,7 @@ def test_tiny_training_learns_synthetic_task(task, tmp_path, threads_restored):
     assert losses[-1] < ratio * losses[0], f"training loss did not fall enough: {losses}"
     best = max(float(r["val_score"]) for r in rows)
     results = json.loads((run / "results.json").read_text())
-    assert results["best_val_score"] == pytest.approx(best) and set(results["test"]) >= {"score"}
+    assert results["best_val_score"] == pytest.approx(best, abs=1e-4) and set(results["test"]) >= {"score"}
     assert (run / "best" / "model.safetensors").is_file() and list((run / "tensorboard").iterdir())
     chance = baseline(root)
     assert best > chance + margin, f"best validation score {best:.3f} does not beat the constant baseline {chance:.3f}"

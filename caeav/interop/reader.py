@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from caeav.interop.mapping import OfficialCheckpointError, first
+from caeav.model.weights import unwrap_wrappers
 
 WRAPPERS = ("state_dict", "model")
 PREFIX = "module."
@@ -44,11 +45,7 @@ def _load(path) -> object:
 
 def unwrap(obj: object, path="checkpoint") -> dict[str, Tensor]:
     """The state dict inside `obj` (see the module docstring)."""
-    while isinstance(obj, Mapping):
-        inner = next((obj[k] for k in WRAPPERS if isinstance(obj.get(k), Mapping)), None)
-        if inner is None:
-            break
-        obj = inner
+    obj = unwrap_wrappers(obj, WRAPPERS)
     if not isinstance(obj, Mapping) or not obj:
         raise OfficialCheckpointError(f"{path}: holds no state dict (found {type(obj).__name__})")
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]

@@ -31,7 +31,7 @@ from caeav.model.case import CASE
 from caeav.model.encoder import CAEAVEncoder
 from caeav.model.heads import build_head
 from caeav.model.losses import total_loss
-from caeav.model.st_stream import STStream
+from caeav.model.st_stream import STStream, stream_dim
 
 
 class CAEAV(nn.Module):
@@ -151,7 +151,7 @@ class CAEAV(nn.Module):
 def build_st_stream(cfg: ModelConfig) -> Optional[STStream]:
     """AVVP's frozen R(2+1)D-18 stream when the head fuses its features (`task.head.st_dim` > 0), else None; the
     stream's width (`st.channels[-1]`) must be `st_dim`."""
-    st_dim = int(cfg.task.head.get("st_dim", 0) or 0) if cfg.task.name == "avvp" else 0
+    st_dim = stream_dim(cfg)
     if st_dim <= 0:
         return None
     if int(cfg.st.channels[-1]) != st_dim:

@@ -5,7 +5,7 @@ What LLP's `feats/r2plus1d_18/<video_id>.npy` ([10, 512] per clip, used by MGN, 
 LLP release (YapengTian/AVVP-ECCV20, `scripts/extract_frames.py`, `scripts/extract_3D_feat.py`, `scripts/utils.py`):
 frames extracted with ffmpeg at 8 frames/s, 80 of them (round(linspace(0, N−1, 80))) cut into 10 segments of 8
 consecutive frames, each frame `Resize((112, 112))` (bilinear, no crop) → /255 → Kinetics mean/std, and torchvision's
-`r2plus1d_18(pretrained=True)` (Kinetics-400) without its `fc` (`children()[:-1]`: stem, layer1-4, global average
+`r2plus1d_18` with its Kinetics-400 weights, without its `fc` (`children()[:-1]`: stem, layer1-4, global average
 pool) → 512 per segment. The sampling and normalisation are torch-free (`caeav.media.st_frames`); their parameters,
 the widths and the weights file are the config's `st` section (`STStreamConfig`).
 
@@ -34,6 +34,11 @@ import torch
 from torch import Tensor, nn
 
 from caeav.config import ConfigError, STStreamConfig
+
+
+def stream_dim(cfg) -> int:
+    """The width of the R(2+1)D features the task's head fuses (`task.head.st_dim`; AVVP only), 0 = no stream."""
+    return int(cfg.task.head.get("st_dim", 0) or 0) if cfg.task.name == "avvp" else 0
 
 
 def midplanes(c_in: int, c_out: int) -> int:
@@ -188,4 +193,4 @@ class STFeatureEncoder:
         return {"cfg": self.cfg, "_stream": None, "_device": torch.device("cpu")}
 
 
-__all__ = ["BasicBlock", "STFeatureEncoder", "STStream", "build_st_stream", "conv2plus1d", "midplanes", "seeded_init"]
+__all__ = ["BasicBlock", "stream_dim", "STFeatureEncoder", "STStream", "build_st_stream", "conv2plus1d", "midplanes", "seeded_init"]

@@ -33,6 +33,17 @@ HTSAT_EXPECTED = (
 )
 _WRAPPERS = ("state_dict", "model", "module")
 
+
+def unwrap_wrappers(obj: object, wrappers: tuple = _WRAPPERS) -> object:
+    """The mapping inside `obj` found by descending through `wrappers` keys (`{"state_dict": {...}}`, Lightning's and
+    timm's files) while the mapping holds no tensor of its own; `obj` itself when there is nothing to descend."""
+    while isinstance(obj, Mapping) and not any(isinstance(v, Tensor) for v in obj.values()):
+        inner = next((obj[k] for k in wrappers if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    return obj
+
 # ---------------------------------------------------------------------------------------------------- reading files
 
 
@@ -97,11 +108,7 @@ def read_state_dict(path, expected: str) -> dict[str, Tensor]:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is the file's problem
         raise WeightsError(f"{path}: cannot read it ({_one_line(exc)}); expected {expected}") from None
-    while isinstance(obj, Mapping) and not any(isinstance(v, Tensor) for v in obj.values()):
-        inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
-        if inner is None:
-            break
-        obj = inner
+    obj = unwrap_wrappers(obj)
     if not isinstance(obj, Mapping) or not obj:
         raise WeightsError(f"{path}: holds no state dict; expected {expected}")
     state = {k: v for k, v in obj.items() if isinstance(v, Tensor)}

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from caeav.config import ModelConfig
 from caeav.errors import CaptionError, DataError
+from caeav.model.st_stream import stream_dim
 
 
 class ConstantCaptions:
@@ -64,11 +65,12 @@ def st_options(cfg: ModelConfig) -> dict:
     """AVVP's R(2+1)D feature options of the dataset (`caeav.data.datasets.LLPDataset`) when the head fuses them:
     `st_dim`, the LLP frame sampling of `cfg.st` and the frozen stream as the `st_encoder` hook (built on first use,
     so a dataset with every `feats/r2plus1d_18/<id>.npy` never builds it). {} otherwise."""
-    st_dim = int(cfg.task.head.get("st_dim", 0) or 0) if cfg.task.name == "avvp" else 0
+    from caeav.model.st_stream import STFeatureEncoder
+
+    st_dim = stream_dim(cfg)
     if st_dim <= 0:
         return {}
     from caeav.media.st_frames import STSampling
-    from caeav.model.st_stream import STFeatureEncoder
 
     return {"st_dim": st_dim, "st_encoder": STFeatureEncoder(cfg.st), "st_sampling": STSampling.from_config(cfg.st)}
 
@@ -132,7 +134,7 @@ def model_inputs(batch: dict, cfg: ModelConfig, training: bool) -> dict:
     inputs = {"frames": batch["frames"], "wave": batch["audio"], "vis_caption": batch["caption_visual"],
               "aud_caption": batch["caption_audio"]}
     task = cfg.task.name
-    if task == "avvp" and int(cfg.task.head.get("st_dim", 0) or 0) > 0:
+    if stream_dim(cfg) > 0:
         if "st" not in batch:
             raise DataError("the AVVP head fuses R(2+1)D clip features `st` (task.head.st_dim > 0) but the items carry "
                             "none (build the dataset with `st_options(cfg)`)")

@@ -22,6 +22,9 @@ from caeav.errors import CaeavError
 PRESETS = ("tiny", "base", "paper")
 TASKS = ("ave", "avvp", "avqa", "avs_s4", "avs_ms3")
 TASK_ALIASES = {"avs": "avs_s4", "s4": "avs_s4", "ms3": "avs_ms3"}
+# cae_av: the paper's model. avmoe: the baseline it improves on (yingchengy/AVMOE) = the same backbones, adapters and
+# heads without CASTE, the caption projector and CASE (the official state dicts differ by exactly those modules).
+VARIANTS = ("cae_av", "avmoe")
 
 
 class ConfigError(CaeavError, ValueError):
@@ -210,6 +213,7 @@ class STStreamConfig:
 @dataclass
 class ModelConfig:
     preset: str = "paper"
+    variant: str = "cae_av"  # one of VARIANTS
     visual: SwinV2Config = field(default_factory=SwinV2Config)
     audio: HTSATConfig = field(default_factory=HTSATConfig)
     frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
@@ -218,6 +222,15 @@ class ModelConfig:
     case: CASEConfig = field(default_factory=CASEConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     st: STStreamConfig = field(default_factory=STStreamConfig)
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"variant: {self.variant!r} is not one of {', '.join(VARIANTS)}")
+
+    @property
+    def uses_captions(self) -> bool:
+        """Whether the model has a caption branch (CAE-AV) or ignores captions (the AVMoE baseline)."""
+        return self.variant == "cae_av"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -156,7 +156,10 @@ def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] 
             log(f"exporting {spec.name}")
             export_graph(spec, tmp / f"{spec.name}.onnx", int(cfg.task.segments), opset)
             graphs[spec.name] = graph_entry(tmp, f"{spec.name}.onnx", "fp32")
-        np.save(tmp / "empty_caption.npy", empty_caption_features(tower, cfg.caption.context_length))
+        extra_files = ["postprocess.json"]
+        if tower is not None:  # None: the AVMoE baseline reads no captions
+            np.save(tmp / "empty_caption.npy", empty_caption_features(tower, cfg.caption.context_length))
+            extra_files.insert(0, "empty_caption.npy")
         write_json_atomic(tmp / "postprocess.json", postprocess_info(model))
         log("pre-flight against the TensorRT ONNX operator matrix")
         preflight_bundle_graphs(tmp, [g["file"] for g in graphs.values()])
@@ -176,7 +179,7 @@ def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] 
         if variants:
             preflight_bundle_graphs(tmp, variants)
         files = {name: {"file": name, "sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-                 for name in ("empty_caption.npy", "postprocess.json")}
+                 for name in extra_files}
         if checkpoint is not None:
             from caeav.export.source import embed_checkpoint
 
@@ -185,7 +188,7 @@ def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] 
             "format": FORMAT, "caeav_version": __version__, "task": cfg.task.name, "config": cfg.to_dict(),
             "source": source, "segments": int(cfg.task.segments), "image_size": int(cfg.task.input_size),
             "sample_rate": int(cfg.frontend.sample_rate), "text_dim": int(cfg.caption.text_dim),
-            "context_length": int(cfg.caption.context_length), "text_encoder_id": text_encoder_id(tower, cfg),
+            "context_length": int(cfg.caption.context_length), "text_encoder_id": text_encoder_id(tower, cfg) if tower is not None else None,
             "opset": opset, "precisions": ["fp32"] + [p for p in PRECISIONS[1:] if p in precisions],
             "batch": {"min": lo, "opt": opt, "max": hi}, "graphs": graphs, "engines": {}, "files": files,
             "calibration": calibration, "tolerances": TOLERANCES, "parity": {}, "versions": _versions(),

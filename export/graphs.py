@@ -103,11 +103,14 @@ class HeadGraph(nn.Module):
         self.output_names = output_names
         self.extra_names = extra_names
 
-    def forward(self, v: Tensor, a: Tensor, v_cap: Tensor, a_cap: Tensor, *extra: Tensor) -> tuple[Tensor, ...]:
+    def forward(self, v: Tensor, a: Tensor, *extra: Tensor) -> tuple[Tensor, ...]:
+        """(v, a, v_cap, a_cap, *extras); the AVMoE baseline has no CASE and takes (v, a, *extras)."""
         m = self.model
         T = m.segments
+        if m.case is not None:
+            v_cap, a_cap, *extra = extra
+            v, a, _ = m.case(v, a, v_cap, a_cap, T)
         named = dict(zip(self.extra_names, extra))
-        v, a, _ = m.case(v, a, v_cap, a_cap, T)
         v = m.encoder.visual_norm(v)
         f_v = v.mean(dim=1).unflatten(0, (-1, T))
         f_a = a.mean(dim=1).unflatten(0, (-1, T))
@@ -169,10 +172,11 @@ def graph_specs(model: nn.Module, tower: Optional[nn.Module], feeds: dict[str, n
     if tower is not None:
         specs.append(GraphSpec("text_encoder", TextEncoderGraph(tower), ("tokens",), ("features",),
                                {"tokens": "n"}, {"tokens": feeds["tokens"]}))
-    proj = CaptionProjectorGraph(model)
-    specs.append(GraphSpec("caption_projector", proj, ("vis_caption", "aud_caption"), ("v_cap", "a_cap"),
-                           {"vis_caption": "batch", "aud_caption": "batch"},
-                           {"vis_caption": feeds["vis_caption"], "aud_caption": feeds["aud_caption"]}))
+    proj = CaptionProjectorGraph(model) if model.caption_projector is not None else None  # None: AVMoE baseline
+    if proj is not None:
+        specs.append(GraphSpec("caption_projector", proj, ("vis_caption", "aud_caption"), ("v_cap", "a_cap"),
+                               {"vis_caption": "batch", "aud_caption": "batch"},
+                               {"vis_caption": feeds["vis_caption"], "aud_caption": feeds["aud_caption"]}))
     stream_st = None
     if getattr(model, "st_stream", None) is not None:
         stream = STStreamGraph(model)
@@ -184,9 +188,10 @@ def graph_specs(model: nn.Module, tower: Optional[nn.Module], feeds: dict[str, n
     specs.append(GraphSpec("encoder", enc, ("frames", "wave"), enc_out_names, {"frames": "batch", "wave": "batch"},
                            {"frames": feeds["frames"], "wave": feeds["wave"]}))
     enc_out = dict(zip(enc_out_names, enc(t("frames"), t("wave"))))
-    v_cap, a_cap = proj(t("vis_caption"), t("aud_caption"))
     extras = head_extra_inputs(model)
-    head_in = {"v": enc_out["v"], "a": enc_out["a"], "v_cap": v_cap, "a_cap": a_cap}
+    head_in = {"v": enc_out["v"], "a": enc_out["a"]}
+    if proj is not None:
+        head_in["v_cap"], head_in["a_cap"] = proj(t("vis_caption"), t("aud_caption"))
     for name in extras:
         if name.startswith("stage"):
             head_in[name] = enc_out[name]

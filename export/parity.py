@@ -136,14 +136,17 @@ class _Reference:
 
         t = {k: torch.from_numpy(v) for k, v in feeds.items()}
         seen, gaps = {}, []
-        hooks = [self.model.encoder.register_forward_hook(lambda m, i, o: seen.__setitem__("encoder", o)),
-                 self.model.caption_projector.register_forward_hook(lambda m, i, o: seen.__setitem__("proj", o)),
-                 self.model.case.topk.register_forward_hook(lambda m, i, o: gaps.append(topk_gaps(*i)))]
+        captions = self.model.case is not None  # the AVMoE baseline has no caption branch and no top-K
+        hooks = [self.model.encoder.register_forward_hook(lambda m, i, o: seen.__setitem__("encoder", o))]
+        if captions:
+            hooks += [self.model.caption_projector.register_forward_hook(lambda m, i, o: seen.__setitem__("proj", o)),
+                      self.model.case.topk.register_forward_hook(lambda m, i, o: gaps.append(topk_gaps(*i)))]
         try:
             with torch.no_grad():
                 extra = {k: t[k] for k in ("question", "st_clips" if self.stream else "st") if k in t}
-                full = self.model(t["frames"], t["wave"], t["vis_caption"], t["aud_caption"], **extra)
-                hooks.pop().remove()  # the top-K gaps of CAEAV.forward only
+                full = self.model(t["frames"], t["wave"], t.get("vis_caption"), t.get("aud_caption"), **extra)
+                if captions:
+                    hooks.pop().remove()  # the top-K gaps of CAEAV.forward only
                 per = {}
                 if self.tower is not None and "tokens" in feeds:
                     per["text_encoder"] = {"features": self.tower(t["tokens"]).numpy()}
@@ -154,10 +157,11 @@ class _Reference:
                     enc = (enc.v, enc.a, *enc.visual_stages) if self.enc.with_stages else (enc.v, enc.a)
                 names = ("v", "a") + tuple(f"stage{i}" for i in range(len(enc) - 2))
                 per["encoder"] = {n: x.numpy() for n, x in zip(names, enc)}
-                per["caption_projector"] = {"v_cap": seen["proj"][0].numpy(), "a_cap": seen["proj"][1].numpy()}
+                if captions:
+                    per["caption_projector"] = {"v_cap": seen["proj"][0].numpy(), "a_cap": seen["proj"][1].numpy()}
                 if self.stream:
                     per["st_stream"] = {"st": self.model.st_stream.segments(t["st_clips"]).numpy()}
-                pool = {**feeds, **per["encoder"], **per["caption_projector"], **per.get("st_stream", {})}
+                pool = {**feeds, **per["encoder"], **per.get("caption_projector", {}), **per.get("st_stream", {})}
                 head_feeds = {n: pool[n] for n in self.head_inputs}
                 out = self.head(*(torch.from_numpy(head_feeds[n]) for n in self.head_inputs))
                 per["head"] = dict(zip(self.outputs, (o.numpy() for o in out)))
@@ -181,7 +185,7 @@ class _Reference:
 
 
 def _chain(runners: dict, feeds: dict) -> dict:
-    caps = runners["caption_projector"](feeds)
+    caps = runners["caption_projector"](feeds) if "caption_projector" in runners else {}
     if "st_stream" in runners:
         caps.update(runners["st_stream"](feeds))
     enc = runners["encoder"](feeds)
@@ -223,9 +227,10 @@ def _input_sets(cfg, manifest, batches, seed, clips, st_dim, bundle) -> list[tup
                                   max_clips=manifest["batch"]["max"], st=st)
         n = len(real["frames"])
         feeds = sample_inputs(cfg, n, seed, st_dim=st_dim)
-        empty = np.load(bundle / "empty_caption.npy")
         feeds.update(real)
-        feeds.update(vis_caption=np.repeat(empty[None], n, 0), aud_caption=np.repeat(empty[None], n, 0))
+        if (bundle / "empty_caption.npy").is_file():  # none in an AVMoE bundle (no caption branch)
+            empty = np.load(bundle / "empty_caption.npy")
+            feeds.update(vis_caption=np.repeat(empty[None], n, 0), aud_caption=np.repeat(empty[None], n, 0))
         sets.append((f"clips-{n}", feeds))
     return sets
 
@@ -240,7 +245,7 @@ def run_parity(bundle, engine: str = "ort", clips=None, seed: int = 1, write: bo
     bundle = Path(bundle)
     manifest = verify_bundle(bundle)
     model, cfg = rebuild(manifest["source"], manifest["config"], bundle=bundle, checkpoint=checkpoint)
-    tower = text_tower(cfg, load_weights=manifest["source"]["kind"] != "random")
+    tower = text_tower(cfg, load_weights=manifest["source"]["kind"] != "random") if cfg.uses_captions else None
     head_inputs = tuple(i["name"] for i in manifest["graphs"]["head"]["inputs"])
     st_dim = next((i["shape"][-1] for i in manifest["graphs"]["head"]["inputs"] if i["name"] == "st"), 0)
     b = manifest["batch"]

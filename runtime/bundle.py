@@ -27,6 +27,7 @@ from caeav.export.manifest import FORMAT, MANIFEST  # the bundle contract: one d
 from caeav.files import sha256_file
 GRAPHS = ("caption_projector", "encoder", "head")  # the chain the runtime runs (text_encoder is optional)
 OPTIONAL_GRAPHS = ("st_stream",)  # run before the encoder when the bundle has them (AVVP's R(2+1)D-18 stream)
+CAPTION_GRAPHS = ("text_encoder", "caption_projector")  # absent from an AVMoE-baseline bundle (no caption branch)
 PRECISIONS = ("fp32", "fp16", "int8")
 KNOWN_TASKS = ("ave", "avvp", "avqa", "avs_s4", "avs_ms3")  # the tasks `caeav infer` serves: caeav.runtime.tasks
 DEFAULT_DIR = Path(caeav.__file__).resolve().parent / "assets" / "default"  # the bundled default model and clip
@@ -172,9 +173,16 @@ class Bundle:
 
     @property
     def chain(self) -> tuple[str, ...]:
-        """The graphs the runtime runs for this bundle: `GRAPHS`, after the optional ones it has (`st_stream`)."""
+        """The graphs the runtime runs for this bundle: `GRAPHS` (without the caption projector for the AVMoE
+        baseline), after the optional ones it has (`st_stream`)."""
         graphs = self.manifest["graphs"]
-        return tuple(g for g in OPTIONAL_GRAPHS if g in graphs) + GRAPHS
+        chain = GRAPHS if self.uses_captions else tuple(g for g in GRAPHS if g not in CAPTION_GRAPHS)
+        return tuple(g for g in OPTIONAL_GRAPHS if g in graphs) + chain
+
+    @property
+    def uses_captions(self) -> bool:
+        """False for a bundle of the AVMoE baseline (`variant=avmoe`): its model has no caption branch."""
+        return (self.manifest.get("config") or {}).get("variant", "cae_av") != "avmoe"
 
     @property
     def st_sampling(self):
@@ -240,7 +248,10 @@ class Bundle:
                           str(entry.get("compute_capability", "?")), str(entry.get("tensorrt", "?")))
 
     def empty_caption(self) -> np.ndarray:
-        """float32 [context_length, text_dim]: text-encoder features of the empty caption."""
+        """float32 [context_length, text_dim]: text-encoder features of the empty caption (zeros for a bundle that
+        uses no captions: its graphs never read them)."""
+        if not self.uses_captions:
+            return np.zeros((self.context_length, self.text_dim), np.float32)
         sha = (self.manifest.get("files") or {}).get("empty_caption.npy", {}).get("sha256")
         path = self.verified("empty_caption.npy", sha) if sha else self.path / "empty_caption.npy"
         if not path.is_file():

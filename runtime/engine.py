@@ -99,10 +99,12 @@ class LoadedModel:
     def head(self, features: dict, extra: Optional[dict] = None) -> dict:
         """Head outputs for B clips from `encode`'s features (B clips, maybe repeated by `take`) and extra inputs."""
         feeds = {**features, **(extra or {})}
-        return self._split(feeds, features["v_cap"].shape[0], self.graphs["head"].run)
+        return self._split(feeds, _clips(features, self.bundle.segments), self.graphs["head"].run)
 
     def _encode_once(self, feeds: dict) -> dict:
-        caps = self.graphs["caption_projector"].run({k: feeds[k] for k in ("vis_caption", "aud_caption")})
+        caps = {}
+        if "caption_projector" in self.graphs:  # absent: the AVMoE baseline ignores captions
+            caps = self.graphs["caption_projector"].run({k: feeds[k] for k in ("vis_caption", "aud_caption")})
         if self.has_stream:
             caps.update(self.graphs["st_stream"].run({"st_clips": feeds["st_clips"]}))
         return {**self.graphs["encoder"].run({k: feeds[k] for k in ("frames", "wave")}), **caps}
@@ -123,7 +125,7 @@ class LoadedModel:
     def take(self, tensors: dict, items: Sequence[int], n: Optional[int] = None) -> dict:
         """The rows of clips `items` (in that order, repeats allowed) of every tensor; `n` = clips in `tensors`."""
         items = list(items)
-        n = n if n is not None else _clips(tensors)
+        n = n if n is not None else _clips(tensors, self.bundle.segments)
         if items == list(range(n)):
             return tensors
         out = {}
@@ -147,10 +149,13 @@ class LoadedModel:
         return f"{self.engine} {self.precision}: " + "; ".join(g.describe() for g in self.graphs.values())
 
 
-def _clips(tensors: dict) -> int:
+def _clips(tensors: dict, segments: Optional[int] = None) -> int:
+    """Clips in `tensors`: rows of a per-clip tensor, else the encoder's per-frame rows / `segments`."""
     for key in ("v_cap", "vis_caption", "frames"):
         if key in tensors:
             return int(tensors[key].shape[0])
+    if segments and "v" in tensors:
+        return int(tensors["v"].shape[0]) // int(segments)
     raise ValueError("cannot tell the number of clips of these tensors")
 
 

@@ -86,7 +86,9 @@ def torch_graphs(bundle, checkpoint: Optional[os.PathLike] = None, threads: Opti
 
     def head(*args):
         named = dict(zip(head_inputs, args))  # v, a, v_cap, a_cap, then the task's extras (stage0..3, question, st)
-        v, a, _ = model.case(named["v"], named["a"], named["v_cap"], named["a_cap"], T)
+        v, a = named["v"], named["a"]
+        if model.case is not None:  # None: the AVMoE baseline (no v_cap, a_cap)
+            v, a, _ = model.case(v, a, named["v_cap"], named["a_cap"], T)
         v = model.encoder.visual_norm(v)
         f_v = v.mean(dim=1).unflatten(0, (-1, T))
         f_a = a.mean(dim=1).unflatten(0, (-1, T))
@@ -102,10 +104,11 @@ def torch_graphs(bundle, checkpoint: Optional[os.PathLike] = None, threads: Opti
                               "none (task.head.st_dim = 0)")
         graphs["st_stream"] = TorchGraph("st_stream", lambda clips: {"st": model.st_stream.segments(clips)},
                                          ["st_clips"], ["st"], torch)
+    if "caption_projector" in bundle.chain:
+        graphs["caption_projector"] = TorchGraph("caption_projector", projector, ["vis_caption", "aud_caption"],
+                                                 ["v_cap", "a_cap"], torch)
     return {
         **graphs,
-        "caption_projector": TorchGraph("caption_projector", projector, ["vis_caption", "aud_caption"],
-                                        ["v_cap", "a_cap"], torch),
         "encoder": TorchGraph("encoder", encoder, ["frames", "wave"], enc_outputs, torch),
         "head": TorchGraph("head", head, head_inputs, head_outputs, torch),
     }

@@ -50,12 +50,15 @@ def official_state(entries) -> dict:
 def target_shapes(task: str, variant: str) -> dict:
     """caeav `paper` model keys → shapes; the AVMoE variant is CAE-AV without CASTE, CASE and the captions
     (what `variant=avmoe` builds); the AVVP R(2+1)D-18 stream is not in the authors' files."""
-    if task not in _TARGETS:
-        cfg = load_config("paper", task, ["task.num_classes=50"] if task == "avqa" else [])
-        _TARGETS[task] = {k: tuple(v.shape) for k, v in build_model(cfg, device="meta").state_dict().items()}
-    out = {k: s for k, s in _TARGETS[task].items() if not k.startswith("st_stream.")}
-    if variant == "avmoe":
-        out = {k: s for k, s in out.items() if not k.startswith(CAE_AV_ONLY)}
+    key = (task, variant)
+    if key not in _TARGETS:
+        extra = ["task.num_classes=50"] if task == "avqa" else []
+        cfg = load_config("paper", task, extra + [f"variant={variant.replace('-', '_')}"])
+        _TARGETS[key] = {k: tuple(v.shape) for k, v in build_model(cfg, device="meta").state_dict().items()}
+    out = {k: s for k, s in _TARGETS[key].items() if not k.startswith("st_stream.")}
+    if variant == "avmoe":  # what the baseline model builds is exactly CAE-AV without its own parts
+        full = target_shapes(task, "cae-av")
+        assert out == {k: s for k, s in full.items() if not k.startswith(CAE_AV_ONLY)}
     return out
 
 

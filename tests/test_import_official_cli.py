@@ -134,18 +134,22 @@ def test_avvp_needs_the_st_weights(authors_files, tmp_path, capsys):
     assert "st.weights=" in _refused(capsys, run_import(src, "avvp", out), out)
 
 
-def test_avmoe_variant_mapping_needs_the_baseline_model(authors_files, tmp_path, capsys):
-    """Until caeav builds the AVMoE baseline (config field `variant`), an AVMoE file is refused in one line."""
-    from caeav.config import ModelConfig
-
-    if "variant" in ModelConfig().to_dict():
-        pytest.skip("the AVMoE baseline exists: covered by the round trips")
-    src, _, _ = authors_files["ave"]
+def test_avmoe_checkpoint_round_trip_and_variant_check(tmp_path, capsys):
+    """An AVMoE-baseline file (no CASTE/CASE/caption keys) imports with --variant avmoe into a `variant=avmoe`
+    checkpoint with the same tensors; without the flag it is refused in one line naming it, nothing written."""
+    torch.manual_seed(0)
+    cfg = load_config("tiny", "ave", ["variant=avmoe"])
+    ckpt = save_checkpoint(build_model(cfg), cfg, tmp_path / "ckpt")
+    src = tmp_path / "avmoe.pt"
+    assert main(["export-official", str(ckpt), "--out", str(src)]) == 0
     state = torch.load(src, weights_only=True)
-    cae_only = ("case.", "vis_caste_blocks_p1.", "audio_caste_blocks_p1.", "mapper.", "frame_adapter_v.",
-                "wav_adapter_a.")
-    avmoe = tmp_path / "avmoe.pt"
-    torch.save({k: v for k, v in state.items() if not k.startswith(cae_only)}, avmoe)
+    assert not any(k.startswith(("case.", "vis_caste_blocks_p1.", "mapper.", "frame_adapter_v.")) for k in state)
     out = tmp_path / "never"
-    assert "--variant avmoe" in _refused(capsys, run_import(avmoe, "ave", out), out)
-    assert "variant" in _refused(capsys, run_import(avmoe, "ave", out, "--variant", "avmoe"), out)
+    assert "--variant avmoe" in _refused(capsys, run_import(src, "ave", out), out)
+    out = tmp_path / "imported"
+    assert run_import(src, "ave", out, "--variant", "avmoe") == 0
+    original, _ = load_checkpoint(ckpt)
+    imported, icfg = load_checkpoint(out)
+    assert icfg.variant == "avmoe" and imported.case is None
+    a, b = original.state_dict(), imported.state_dict()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -83,6 +83,8 @@ def export(
         model = src.random_model(cfg, seed)
         origin = src.random_source(cfg, seed, overrides)
         tower = src.text_tower(cfg, load_weights=False)
+    if not cfg.uses_captions:  # the AVMoE baseline: no caption graphs in its bundle
+        tower = None
     calib_inputs = None
     if "int8" in wanted and calib is not None:
         from caeav.calibration import build_calib_inputs

@@ -109,11 +109,7 @@ def resolve_config(state, tm: TaskMap, preset: str, overrides: Optional[list]) -
     behaviour = list(mod.AUTHORS_OPTIONS)
     if tm.task == "avs_ms3":  # MS3's v2 unimodal experts have no MHSA: the attention axis does not apply
         behaviour = [o for o in behaviour if not o.startswith("task.avmoe.ua_mhsa_axis")]
-    if tm.variant == "avmoe":
-        if "variant" not in ModelConfig().to_dict():
-            raise OfficialCheckpointError(
-                "caeav cannot build the AVMoE baseline model yet (no config field `variant`); the avmoe key mapping is "
-                "ready (caeav.interop) and works once `variant=avmoe` exists")
+    if tm.variant == "avmoe":  # the baseline model: CAE-AV without CASTE, CASE and the caption branch
         behaviour.append("variant=avmoe")
     user = _user_keys(overrides)
     set_here = [o for o in heads + behaviour if o.split("=", 1)[0] not in user]
@@ -245,7 +241,7 @@ def export_official(checkpoint, out, overrides: Optional[list] = None) -> dict:
     from caeav.model.checkpoint import load_checkpoint
 
     model, cfg = load_checkpoint(checkpoint, device="cpu", overrides=overrides)
-    variant = cfg.to_dict().get("variant", "cae_av")
+    variant = cfg.variant
     tm = task_map(cfg.task.name, variant)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("st_stream.")}
     official = tm.to_official(state)

@@ -45,8 +45,10 @@ class CAEAV(nn.Module):
         vs, aus = self.encoder.visual_shapes, self.encoder.audio_shapes
         self.dim_v, self.dim_a = vs[-1].dim, aus[-1].dim
         self.visual_grid = vs[-1].hw
-        self.caption_projector = CaptionProjector(cfg.caption, self.dim_v, self.dim_a)
-        self.case = CASE(self.dim_v, self.dim_a, vs[-1].tokens, aus[-1].tokens, cfg.case)
+        self.caption_projector = self.case = None  # the AVMoE baseline (`variant=avmoe`): no caption branch, no CASE
+        if cfg.uses_captions:
+            self.caption_projector = CaptionProjector(cfg.caption, self.dim_v, self.dim_a)
+            self.case = CASE(self.dim_v, self.dim_a, vs[-1].tokens, aus[-1].tokens, cfg.case)
         self.head = build_head(cfg, [s.dim for s in vs], self.dim_a, vs[-1].tokens)
         self.st_stream = build_st_stream(cfg)
 
@@ -76,15 +78,14 @@ class CAEAV(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ forward
 
-    def forward(self, frames: Tensor, wave: Tensor, vis_caption: Tensor, aud_caption: Tensor,
-                **extra: Optional[Tensor]) -> dict:
-        """frames `[B,T,3,H,W]`, wave `[B,T,32000]`, captions `[B,L_c,D]`; task extras: avvp `st` `[B,T,st_dim]` or
+    def forward(self, frames: Tensor, wave: Tensor, vis_caption: Optional[Tensor] = None,
+                aud_caption: Optional[Tensor] = None, **extra: Optional[Tensor]) -> dict:
+        """frames `[B,T,3,H,W]`, wave `[B,T,32000]`, captions `[B,L_c,D]` (ignored by the AVMoE baseline); task extras: avvp `st` `[B,T,st_dim]` or
         `st_clips` `[B,T,3,F,S,S]` (when the head uses them; `st` wins when both are given), avqa `question`
         `[B,L_q]` and optional `neg_frames` `[B,T,3,H,W]`."""
         T = self.segments
         enc = self.encoder(frames, wave)
-        v_cap, a_cap = self.caption_projector(vis_caption, aud_caption)
-        v, a, aux = self.case(enc.v, enc.a, v_cap, a_cap, T)
+        v, a, aux = self.enrich_with_captions(enc.v, enc.a, vis_caption, aud_caption)
         v = self.encoder.visual_norm(v)
         f_v = v.mean(dim=1).unflatten(0, (-1, T))  # [B, T, C_v]
         f_a = a.mean(dim=1).unflatten(0, (-1, T))  # [B, T, C_a]
@@ -93,6 +94,15 @@ class CAEAV(nn.Module):
             out["aux"] = aux
             out["router_probs"] = enc.router_probs
         return out
+
+    def enrich_with_captions(self, v: Tensor, a: Tensor, vis_caption: Optional[Tensor], aud_caption: Optional[Tensor]
+                             ) -> tuple[Tensor, Tensor, Optional[dict]]:
+        """Caption projector (Eq. 15-16) + CASE (Eq. 17-21) on the encoder's final tokens: (v, a, aux). The AVMoE
+        baseline passes v, a through (aux None): its head reads the backbones' tokens directly."""
+        if self.case is None:
+            return v, a, None
+        v_cap, a_cap = self.caption_projector(vis_caption, aud_caption)
+        return self.case(v, a, v_cap, a_cap, self.segments)
 
     def _head(self, v: Tensor, f_v: Tensor, f_a: Tensor, enc, extra: Mapping[str, Optional[Tensor]]) -> dict:
         name = self.cfg.task.name
@@ -133,7 +143,8 @@ class CAEAV(nn.Module):
     # ------------------------------------------------------------------------------------------------ training
 
     def loss(self, outputs: Mapping, batch: Mapping, epoch: int) -> tuple[Tensor, dict]:
-        """P Eq. 25 on top of the task loss, plus load balancing weighted by `task.avmoe.lb_weight`.
+        """P Eq. 25 on top of the task loss, plus load balancing weighted by `task.avmoe.lb_weight`; the AVMoE
+        baseline (no CASE, no aux) trains on the task loss and load balancing only, as AVMoE's scripts do.
 
         `epoch` is 0-based (the γ warm-up of decisions D7). Returns (total, detached components)."""
         task = self.head.loss(outputs, batch)
@@ -142,7 +153,7 @@ class CAEAV(nn.Module):
         lb = None
         if lb_weight > 0 and outputs.get("router_probs"):
             lb = lb_weight * sum(load_balancing_loss(p) for p in outputs["router_probs"])
-        return total_loss(task, outputs["aux"], self.cfg.task.loss, epoch, self.segments, lb)
+        return total_loss(task, outputs.get("aux"), self.cfg.task.loss, epoch, self.segments, lb)
 
     def predict(self, outputs: Mapping):
         return self.head.predict(outputs)

@@ -138,12 +138,14 @@ class CAEAVEncoder(nn.Module):
         self.audio_bypass = bool(cfg.task.authors_audio_bypass)
 
         vs, aus = self.visual_shapes, self.audio_shapes
-        self.visual_caste = nn.ModuleList(
-            CASTE(v.dim, a.dim, v.tokens, self.segments, cfg.caste) for v, a in zip(vs, aus)
-        )
-        self.audio_caste = nn.ModuleList(
-            CASTE(a.dim, v.dim, a.tokens, self.segments, cfg.caste) for v, a in zip(vs, aus)
-        )
+        self.visual_caste = self.audio_caste = None  # the AVMoE baseline (`variant=avmoe`) has no CASTE
+        if cfg.variant == "cae_av":
+            self.visual_caste = nn.ModuleList(
+                CASTE(v.dim, a.dim, v.tokens, self.segments, cfg.caste) for v, a in zip(vs, aus)
+            )
+            self.audio_caste = nn.ModuleList(
+                CASTE(a.dim, v.dim, a.tokens, self.segments, cfg.caste) for v, a in zip(vs, aus)
+            )
         stages = [step.stage for steps in self.plan for step in steps if step.position is not None]
 
         def adapters(self_shapes, other_shapes, gated):
@@ -201,7 +203,7 @@ class CAEAVEncoder(nn.Module):
             "audio_backbone_core": audio_core,
             "audio_backbone_rest": count(self.audio.parameters()) - audio_core,
             "frontend": count(self.frontend.parameters()),
-            "caste": count(self.visual_caste.parameters()) + count(self.audio_caste.parameters()),
+            "caste": sum(count(m.parameters()) for m in (self.visual_caste, self.audio_caste) if m is not None),
             "avmoe": sum(count(getattr(self, f"{m}_moe_{p}").parameters()) for m in ("visual", "audio")
                          for p in ("p1", "p2")),
         }
@@ -249,15 +251,11 @@ class CAEAVEncoder(nn.Module):
             v = v0 + swin_attention_branch(v_block, v0, v_hw)
             a = a0 if self.audio_bypass else htsat_block(a_block, a0, a_hw)
             if step.first:
-                v = v + self.visual_caste[s](v0, a0)
-                a = a + self.audio_caste[s](a0, v0)
+                v, a = self._enrich(s, v, a, v0, a0)
             return v + swin_mlp_branch(v_block, v), a
         # (A) adapter position i
         i = step.position
-        v1, a1 = v0, a0
-        if step.first:
-            v1 = v0 + self.visual_caste[s](v0, a0)
-            a1 = a0 + self.audio_caste[s](a0, v0)
+        v1, a1 = self._enrich(s, v0, a0, v0, a0) if step.first else (v0, a0)
         r_a, p_a = self.audio_moe_p1[i](a1, v1)
         r_v, p_v = self.visual_moe_p1[i](v1, a1)
         probs += [p_a, p_v]
@@ -268,3 +266,10 @@ class CAEAVEncoder(nn.Module):
         probs += [p_a, p_v]
         v = v + swin_mlp_branch(v_block, v) + r_v
         return v, a + r_a
+
+    def _enrich(self, s: int, v: Tensor, a: Tensor, v0: Tensor, a0: Tensor) -> tuple[Tensor, Tensor]:
+        """v + CASTE_v^s(v0, a0), a + CASTE_a^s(a0, v0) (P Eq. 9-13, both from the pre-block streams); unchanged in
+        the AVMoE baseline, whose walk is CAE-AV's without CASTE (AVE-BASE `forward_swin`)."""
+        if self.visual_caste is None:
+            return v, a
+        return v + self.visual_caste[s](v0, a0), a + self.audio_caste[s](a0, v0)

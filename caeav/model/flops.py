@@ -260,8 +260,8 @@ def authors_lines(model, cfg: ModelConfig, rows: dict, details: dict, frames: in
             align += alignment_macs(l_s, l_o, c_s, c_o, False) - alignment_macs(l_s, l_o, c_s, c_o, m.channel_first)
             mixing += token_mixing_macs(l_s, l_o, c_o)
     caption = details.get(f"{CASE}: {CAPTION}", 0)
-    kv = sum(caption_kv_macs(cfg.caption.context_length, block.attention.linear_k.in_features)
-             for block in (model.case.ca_v_qcap, model.case.ca_a_qcap))
+    blocks = () if model.case is None else (model.case.ca_v_qcap, model.case.ca_a_qcap)  # none: AVMoE baseline
+    kv = sum(caption_kv_macs(cfg.caption.context_length, block.attention.linear_k.in_features) for block in blocks)
     fe = enc.frontend
     theirs_fe = 2 * frames * torchlibrosa_frontend_macs(fe.n_frames, fe.cfg.n_fft, fe.cfg.n_mels)
     total = sum(rows.values())
@@ -280,7 +280,7 @@ def authors_lines(model, cfg: ModelConfig, rows: dict, details: dict, frames: in
     lines["= the authors' model, as counted"] = sum(lines.values())
     lines["AVMoE token-mixing convolutions: caeav"] = details.get(f"{AVMOE}: {TOKEN_MIX}", 0)
     lines["AVMoE token-mixing convolutions: the authors' order"] = 2 * frames * mixing
-    if cfg.preset == "paper" and cfg.task.name == "ave":
+    if cfg.preset == "paper" and cfg.task.name == "ave" and cfg.uses_captions:
         figure = int(AUTHORS_AVE_GFLOP["total"] * 1e9)
         lines["issue 17: the authors' paper AVE model"] = figure
         lines["difference from issue 17"] = lines["= the authors' model, as counted"] / figure - 1

@@ -80,14 +80,22 @@ def gamma_at(epoch: int, cfg: LossConfig) -> float:
     return float(cfg.gamma) * min(1.0, (epoch - cfg.gamma_zero_epochs + 1) / cfg.gamma_ramp_epochs)
 
 
-def total_loss(task_loss: Tensor, aux: dict, loss_cfg: LossConfig, epoch: int, segments: int,
+def total_loss(task_loss: Tensor, aux: Optional[dict], loss_cfg: LossConfig, epoch: int, segments: int,
                lb: Optional[Tensor] = None) -> tuple[Tensor, dict]:
     """P Eq. 25: L = L_task (+ lb) + α(L_cap^v + L_cap^a) + β L_va + γ(epoch) L_ent.
 
     aux: CASE's aux dict (Pv, Pa, Pvcap, Pacap `[BT, proj]`, prob_v, prob_a, tau). lb: the load-balancing term, already
     weighted by the task's `avmoe.lb_weight` (None = unused). epoch: 0-based (see `gamma_at`).
-    Returns (total, components) with detached components: task, lb, cap_v, cap_a, va, ent, gamma, total.
+    Returns (total, components) with detached components: task, lb, cap_v, cap_a, va, ent, gamma, total. With `aux`
+    None (the AVMoE baseline has no CASE) the CASE terms are zero: L = L_task (+ lb).
     """
+    if aux is None:
+        zero = torch.zeros((), device=task_loss.device)
+        lb_term = zero if lb is None else lb
+        total = task_loss + lb_term
+        parts = {"task": task_loss, "lb": lb_term, "cap_v": zero, "cap_a": zero, "va": zero, "ent": zero,
+                 "total": total}
+        return total, {**{k: v.detach() for k, v in parts.items()}, "gamma": gamma_at(epoch, loss_cfg)}
     tau = aux["tau"]
     cap_v = caption_infonce(aux["Pv"], aux["Pvcap"], tau, segments, loss_cfg.tau_min)
     cap_a = caption_infonce(aux["Pa"], aux["Pacap"], tau, segments, loss_cfg.tau_min)

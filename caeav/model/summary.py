@@ -24,6 +24,9 @@ from caeav.model.frontend import AudioFrontEnd
 
 # Table II of the paper, row "ours, Swin-V2-L + HTS-AT" (AVE): total parameters and trainable share.
 PAPER_TABLE_II = {"total": 460_900_000, "trainable_share": 0.435}
+# The authors' AVMoE AVE model (official state dict `ave-avmoe`, AVE train.sh options): 362,740,627 parameter elements,
+# 102.6 M of them trainable with their options (issue 14).
+AUTHORS_AVMOE_AVE = {"total": 362_740_627, "trainable_share": 0.283}
 
 # The authors' AVS model (official state dicts, paper preset): parameter elements of the whole state dict, of its
 # AVMoE adapters, and of the parts caeav does not build because no output depends on them (same for S4 and MS3).
@@ -65,13 +68,16 @@ def component_rows(model: CAEAV) -> dict[str, dict]:
             p for p in enc.audio.parameters() if id(p) not in audio_core),
         "audio front end (bn0)": _row(enc.frontend.parameters()),
         "AVMoE adapters": _row(p for m in moe for p in m.parameters()),
-        "CASTE": _row(list(enc.visual_caste.parameters()) + list(enc.audio_caste.parameters())),
-        "caption mapper": _row(model.caption_projector.mapper.parameters()),
-        "caption bottlenecks": _row(
-            list(model.caption_projector.bottleneck_v.parameters())
-            + list(model.caption_projector.bottleneck_a.parameters())),
-        "CASE": _row(model.case.parameters()),
     }
+    if model.case is not None:  # CAE-AV's own parts; the AVMoE baseline has none of them
+        rows.update({
+            "CASTE": _row(list(enc.visual_caste.parameters()) + list(enc.audio_caste.parameters())),
+            "caption mapper": _row(model.caption_projector.mapper.parameters()),
+            "caption bottlenecks": _row(
+                list(model.caption_projector.bottleneck_v.parameters())
+                + list(model.caption_projector.bottleneck_a.parameters())),
+            "CASE": _row(model.case.parameters()),
+        })
     if model.st_stream is not None:
         rows["spatio-temporal stream (R(2+1)D-18)"] = _row(model.st_stream.parameters())
     for name, child in model.head.named_children():
@@ -101,9 +107,10 @@ def _example_inputs(cfg: ModelConfig, batch: int = 2) -> dict[str, torch.Tensor]
     inputs = {
         "frames": torch.empty(batch, T, 3, S, S, device="meta"),
         "wave": torch.empty(batch, T, cfg.frontend.sample_rate, device="meta"),
-        "vis_caption": torch.empty(batch, cfg.caption.context_length, cfg.caption.text_dim, device="meta"),
-        "aud_caption": torch.empty(batch, cfg.caption.context_length, cfg.caption.text_dim, device="meta"),
     }
+    if cfg.uses_captions:  # the AVMoE baseline takes none
+        for name in ("vis_caption", "aud_caption"):
+            inputs[name] = torch.empty(batch, cfg.caption.context_length, cfg.caption.text_dim, device="meta")
     head = cfg.task.head
     if cfg.task.name == "avvp" and int(head.get("st_dim", 0)) > 0:  # the stream's clips (or `st` [B,T,st_dim])
         st = cfg.st
@@ -138,9 +145,13 @@ def summarize(cfg: ModelConfig, batch: int = 2) -> dict:
         if stream:
             lines["- R(2+1)D-18 stream (the authors read precomputed features)"] = -stream
         lines.update({"= total as the authors count it": paper_total,
-                      "trainable share as the authors count it": trainable / paper_total,
-                      "paper Table II": PAPER_TABLE_II})
-        reconciliation = {"table_ii_reconciliation": lines}
+                      "trainable share as the authors count it": trainable / paper_total})
+        if cfg.uses_captions:
+            lines["paper Table II"] = PAPER_TABLE_II
+            reconciliation = {"table_ii_reconciliation": lines}
+        else:
+            lines["the authors' AVMoE (AVE, official state dict)"] = AUTHORS_AVMOE_AVE
+            reconciliation = {"authors_reconciliation": lines}
     return {
         "config": cfg.preset,
         "task": cfg.task.name,

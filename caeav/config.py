@@ -175,6 +175,9 @@ class TrainConfig:
     seed: int = 999
     precision: str = "auto"  # auto (bf16 autocast on GPUs that support it, else fp16; fp32 on CPU) | fp32 | bf16 | fp16
     checkpoint_every: int = 0  # also refresh last/ every N optimiser steps inside an epoch (0 = once per epoch)
+    # caeav's additions, off by default (the paper's recipe): `caeav.train.augment`
+    caption_dropout: float = 0.0  # per clip and modality: P(caption features -> the empty caption's)
+    av_shuffle: float = 0.0  # per clip: P(its audio is swapped with another clip's of the batch)
 
 
 @dataclass

@@ -90,3 +90,23 @@ def print_flops(flops: dict) -> None:
         for name, row in parts.items():
             side.add_row(name, _gflop(row["caeav"]), _gflop(row["authors"]), f"{row['issue 17 (G)']:,}")
         console.print(side)
+
+
+def robustness_table(result: dict, with_captions: bool) -> None:
+    """`caeav eval --perturb`: the task's score clean and under each perturbation, with the change from clean."""
+    console = Console()
+    key = result["score"]
+    table = Table(title=f"{result['task']} ({result['variant']}) {result['split']}, {result['clips']} items, "
+                        f"seed {result['seed']}: {key}")
+    table.add_column("inputs")
+    table.add_column(key, justify="right")
+    table.add_column("Δ vs clean", justify="right")
+    table.add_row("clean", f"{result['clean']['score']:.2f}", "")
+    for label, row in result["perturbed"].items():
+        table.add_row(label, f"{row['score']:.2f}", f"{row['delta']:+.2f}")
+    console.print(table)
+    console.print("targets are the clean clips' in every row (how much the model is misled); offsets are circular",
+                  style="dim")
+    if not with_captions and "drop-captions" in result["perturbed"]:
+        console.print("no --captions: every row already uses the empty-caption features, so drop-captions equals "
+                      "clean", style="dim")

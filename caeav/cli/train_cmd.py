@@ -81,14 +81,22 @@ def evaluate(
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda"),
     media_cache: Optional[Path] = typer.Option(None, "--media-cache", help="folder caching decoded clips"),
     threads: Optional[int] = typer.Option(None, "--threads", help="intra-op CPU threads (default: PyTorch's)"),
+    perturb: Optional[str] = typer.Option(None, "--perturb", help="also evaluate under these misalignments, e.g. "
+                                          "swap-audio,offset:2,mute-audio,blank-frames,noise-audio:10,drop-captions"),
+    seed: int = typer.Option(0, "--seed", help="seed of the perturbations (swap-audio derangement, noise)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Evaluate a checkpoint on one split with the task's exact metrics."""
+    """Evaluate a checkpoint on one split with the task's exact metrics (and under --perturb misalignments)."""
     from caeav.train.run import evaluate_checkpoint
 
     result = evaluate_checkpoint(str(checkpoint), str(data_root), split, task, str(captions) if captions else None,
-                                 batch_size, device, str(media_cache) if media_cache else None, threads=threads)
+                                 batch_size, device, str(media_cache) if media_cache else None, threads=threads,
+                                 perturb=perturb, seed=seed)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
+    elif perturb is not None:
+        from caeav.cli.render import robustness_table
+
+        robustness_table(result, captions is not None)
     else:
         typer.echo(f"{task} {split}: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items()))

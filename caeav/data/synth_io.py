@@ -33,6 +33,7 @@ class ClipMedia:
 
     def __init__(self, sources: list, seconds: int, seed: int):
         self.seconds = seconds
+        self.sources = sources  # what `caeav.data.synth_captions` describes
         self.frames = render_video_frames(sources, seconds, seed)
         self.audio = render_audio(sources, seconds, seed)
 

@@ -13,6 +13,7 @@ from caeav.errors import DataError
 from .annotations import LLP_CLASSES, default_annotation_root, load_avqa_vocab, load_ave_categories
 from .annotations.musicavqa import AVQAQuestion
 from .layout import SPLITS
+from .synth_captions import append_captions
 from .synth_io import ClipMedia, write_text, youtube_id
 from .synth_scene import Source
 
@@ -21,6 +22,7 @@ LEFT, RIGHT, OFF = (0.28, 0.5), (0.72, 0.5), (0.5, 0.5)
 
 def _media(out: Path, key: str, media: ClipMedia, forms, video_stem: str = None, wave_dir: str = "wave",
            all_frames: bool = True) -> None:
+    append_captions(out, key, media.sources, media.seconds)  # what an MLLM would say it sees and hears
     if "video" in forms:
         media.write_video(out / "videos" / f"{video_stem or key}.mp4")
     if "frames" in forms:

@@ -156,4 +156,5 @@ def loss_targets(batch: dict, cfg: ModelConfig, mask_size: Optional[int] = None)
         return {"masks": masks}
     if task == "avqa":
         return {"answer": batch["answer"]}
-    return {"labels": batch["labels"]}
+    # AVVP under av_shuffle (`caeav.train.augment`) also has per-modality weak labels
+    return {k: batch[k] for k in ("labels", "labels_audio", "labels_visual") if k in batch}

@@ -14,6 +14,7 @@ from typing import Optional
 
 from caeav.config import ModelConfig, apply_overrides, canonical_task, load_config
 from caeav.errors import CaeavError
+from caeav.train.augment import check_options
 from caeav.train.trainer import (Trainer, TrainingError, TrainOptions, autocast_context, existing_run,
                                  resolve_precision)
 
@@ -42,10 +43,12 @@ def prepare_run(task: str, preset: str, out: Optional[str], overrides: Optional[
             raise TrainingError(f"{out} is a {cfg.task.name} run, not {task}")
         if overrides:
             cfg = ModelConfig.from_dict(apply_overrides(cfg.to_dict(), overrides))
+        check_options(cfg)
         return cfg, Path(out)
     cfg = load_config(preset, task, overrides)
     if cfg.task.train.batch_size < 1 or cfg.task.train.accum_steps < 1 or cfg.task.train.epochs < 1:
         raise TrainingError("task.train.batch_size, accum_steps and epochs must be at least 1")
+    check_options(cfg)
     return cfg, Path(out) if out else default_run_dir(task, preset)
 
 
@@ -93,25 +96,45 @@ def stopped_note(run_dir, resume_command: str) -> str:
 def evaluate_checkpoint(checkpoint: str, data_root: str, split: str = "test", task: Optional[str] = None,
                         captions: Optional[str] = None, batch_size: Optional[int] = None,
                         device: Optional[str] = None, media_cache: Optional[str] = None, workers: int = 0,
-                        threads: Optional[int] = None) -> dict:
-    """Metrics of a checkpoint directory on one split of a dataset."""
+                        threads: Optional[int] = None, perturb: Optional[str] = None, seed: int = 0) -> dict:
+    """Metrics of a checkpoint directory on one split of a dataset. With `perturb` ("swap-audio,offset:2,...",
+    `caeav.train.perturb`): {"clean": metrics, "perturbed": {label: metrics + "delta"}, ...}, every row from the same
+    model, split and loader order, so the clean row is exactly the plain evaluation."""
     import torch
 
     set_threads(threads)
     from caeav.model.checkpoint import load_checkpoint
-    from caeav.train.batches import build_split, caption_hook, collate
-    from caeav.train.evaluate import evaluate
+    from caeav.train.batches import build_split, caption_hook, collate, empty_caption_hook
+    from caeav.train.evaluate import SCORE_KEY, evaluate
+    from caeav.train.perturb import PerturbedDataset, parse_perturbations
     from caeav.train.sampler import EpochSampler
 
     if split not in ("train", "val", "test"):
         raise CaeavError(f"--split must be train, val or test, got {split!r}")
+    wanted = parse_perturbations(perturb) if perturb is not None else []
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, cfg = load_checkpoint(checkpoint, device=dev)
     if task is not None and canonical_task(task) != cfg.task.name:
         raise CaeavError(f"{checkpoint} holds a {cfg.task.name} model, not {canonical_task(task)}")
     dataset = build_split(cfg, split, data_root, caption_hook(cfg, captions), media_cache)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size or cfg.task.train.batch_size,
-                                         sampler=EpochSampler(len(dataset), 0, shuffle=False), collate_fn=collate,
-                                         num_workers=workers)
     precision = resolve_precision(cfg.task.train.precision, dev)
-    return evaluate(model, loader, cfg, dev, lambda: autocast_context(precision, dev))
+
+    def run(data) -> dict:
+        loader = torch.utils.data.DataLoader(data, batch_size=batch_size or cfg.task.train.batch_size,
+                                             sampler=EpochSampler(len(data), 0, shuffle=False), collate_fn=collate,
+                                             num_workers=workers)
+        return evaluate(model, loader, cfg, dev, lambda: autocast_context(precision, dev))
+
+    clean = run(dataset)
+    if not wanted:
+        return clean
+    empty = None
+    if any(p.name == "drop-captions" for p in wanted):
+        empty = empty_caption_hook(cfg).visual
+    rows = {}
+    for p in wanted:
+        data = PerturbedDataset(dataset, p, seed=seed, sample_rate=cfg.frontend.sample_rate, empty_caption=empty)
+        metrics = run(data)
+        rows[p.label] = {**metrics, "delta": metrics["score"] - clean["score"]}
+    return {"task": cfg.task.name, "variant": cfg.variant, "split": split, "clips": len(dataset), "seed": seed,
+            "score": SCORE_KEY[cfg.task.name], "clean": clean, "perturbed": rows}

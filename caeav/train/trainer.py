@@ -155,6 +155,10 @@ class Trainer:
         note = st_source_note(self.train_set, cache)
         if note:
             self.log.info(note)
+        from caeav.train.augment import Augmenter
+
+        empty = self.captions("\0no-such-clip")["caption_visual"] if train.caption_dropout > 0 else None
+        self.augment = Augmenter(cfg, empty)  # caption_dropout / av_shuffle (off in the paper's recipe)
         return state
 
     def _resume(self) -> dict:
@@ -237,7 +241,7 @@ class Trainer:
         n_micro = math.ceil(len(self.sampler) / batch)
         with self.log.progress(len(self.sampler), f"epoch {epoch + 1}/{train.epochs}") as bar:
             for i, data in enumerate(loader):
-                data = to_device(data, self.device)
+                data = self.augment(to_device(data, self.device), epoch, progress["step_in_epoch"])
                 pending += 1
                 last_of_group = pending == accum or i == n_micro - 1
                 sync = self.net.no_sync() if self.dist.enabled and not last_of_group else contextlib.nullcontext()

@@ -141,10 +141,17 @@ class AVEHead(nn.Module):
                 onehot = F.one_hot(target.flatten(), self.num_labels).to(logits.dtype)
                 return {"segment": F.binary_cross_entropy_with_logits(logits.softmax(dim=-1), onehot)}
             return {"segment": F.cross_entropy(logits, target.flatten())}
+        has_event = y_seg.amax(dim=1) > 0
+        if bool(has_event.all()):  # every real AVE clip has an event
+            event = F.cross_entropy(outputs["event"], clip_class)
+            av_score = F.cross_entropy(outputs["av_score"], clip_class)
+        else:  # all-background clips (audio-visual shuffling, `caeav.train.augment`) have no class to learn
+            event = _masked_ce(outputs["event"], clip_class, has_event)
+            av_score = _masked_ce(outputs["av_score"], clip_class, has_event)
         return {
             "is_event": F.binary_cross_entropy_with_logits(outputs["is_event"], y_seg.to(outputs["is_event"].dtype)),
-            "event": F.cross_entropy(outputs["event"], clip_class),
-            "av_score": F.cross_entropy(outputs["av_score"], clip_class),
+            "event": event,
+            "av_score": av_score,
         }
 
     def loss(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> Tensor:
@@ -157,6 +164,13 @@ class AVEHead(nn.Module):
     def predict(outputs: Mapping[str, Tensor]) -> Tensor:
         """Per-segment labels `[B, T]` int64 in 0..28 (rule in `caeav.model.heads.postprocess`)."""
         return ave_predict(outputs)
+
+
+def _masked_ce(logits: Tensor, target: Tensor, keep: Tensor) -> Tensor:
+    """Cross-entropy averaged over the rows in `keep` (zero, still attached to the graph, when none is kept)."""
+    if not bool(keep.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[keep], target[keep])
 
 
 def ave_predict(outputs: Mapping[str, Tensor]) -> Tensor:

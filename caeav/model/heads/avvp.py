@@ -116,8 +116,10 @@ class AVVPHead(nn.Module):
         }
 
     def loss(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> dict:
-        """MGN loss (module docstring). batch["labels"]: weak video-level labels `[B, C]` (multi-hot)."""
-        return avvp_loss(outputs, batch["labels"], self.options["smooth_a"], self.options["smooth_v"])
+        """MGN loss (module docstring). batch["labels"]: weak video-level labels `[B, C]` (multi-hot); with
+        `task.train.av_shuffle` also "labels_audio" / "labels_visual" (`caeav.train.augment`)."""
+        return avvp_loss(outputs, batch["labels"], self.options["smooth_a"], self.options["smooth_v"],
+                         batch.get("labels_audio"), batch.get("labels_visual"))
 
     @staticmethod
     def predict(outputs: Mapping[str, Tensor], threshold: float = AVVP_THRESHOLD) -> dict:
@@ -128,16 +130,20 @@ class AVVPHead(nn.Module):
         return {"video": video.long(), "audio": audio.long(), "visual": visual.long(), "av": (audio & visual).long()}
 
 
-def avvp_loss(outputs: Mapping[str, Tensor], labels: Tensor, smooth_a: float = 1.0, smooth_v: float = 0.9) -> dict:
-    """{"loss": total, "av", "a", "v", "cls_a", "cls_v"}; computed in float32 (BCE is not autocast-safe)."""
+def avvp_loss(outputs: Mapping[str, Tensor], labels: Tensor, smooth_a: float = 1.0, smooth_v: float = 0.9,
+              labels_audio: Optional[Tensor] = None, labels_visual: Optional[Tensor] = None) -> dict:
+    """{"loss": total, "av", "a", "v", "cls_a", "cls_v"}; computed in float32 (BCE is not autocast-safe). The audio
+    and visual terms take `labels_audio` / `labels_visual` where given (audio-visual shuffling), else `labels`."""
     y = labels.float()
+    y_a = y if labels_audio is None else labels_audio.float()
+    y_v = y if labels_visual is None else labels_visual.float()
     probs = {k: outputs[k].float().clamp(PROB_EPS, 1.0 - PROB_EPS) for k in ("global_prob", "a_prob", "v_prob")}
     classes = outputs["aud_cls"].shape[0]
     target = torch.arange(classes, device=y.device)
     terms = {
         "av": F.binary_cross_entropy(probs["global_prob"], y),
-        "a": F.binary_cross_entropy(probs["a_prob"], smooth_a * y + (1.0 - smooth_a) * 0.5),
-        "v": F.binary_cross_entropy(probs["v_prob"], smooth_v * y + (1.0 - smooth_v) * 0.5),
+        "a": F.binary_cross_entropy(probs["a_prob"], smooth_a * y_a + (1.0 - smooth_a) * 0.5),
+        "v": F.binary_cross_entropy(probs["v_prob"], smooth_v * y_v + (1.0 - smooth_v) * 0.5),
         "cls_a": F.cross_entropy(outputs["aud_cls"].float(), target),
         "cls_v": F.cross_entropy(outputs["vis_cls"].float(), target),
     }

@@ -19,6 +19,7 @@ import torch
 
 from caeav.files import staged_dir
 from caeav.errors import ExportError
+from caeav.export.dedup import dedupe_file
 from caeav.export.manifest import FORMAT, MANIFEST, graph_entry, sha256_file, write_json_atomic
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -50,6 +51,13 @@ def empty_caption_features(tower, context_length: int) -> np.ndarray:
     from caeav.model.text_tower import tokenize
 
     return tower(tokenize("", context_length)).squeeze(0).float().numpy()
+
+
+def _flops(cfg, log) -> Optional[dict]:
+    """The manifest's "flops": FLOPs per clip of each graph (`caeav.export.graph_flops`, read by `caeav bench`)."""
+    from caeav.export.graph_flops import bundle_flops
+
+    return bundle_flops(cfg, log)
 
 
 def postprocess_info(model) -> dict:
@@ -113,6 +121,7 @@ def _int8_variants(tmp: Path, calib: dict, fallback: Callable[[], dict], graphs:
                 f"{name} is calibrated on sample inputs")
             feeds, sampled = fallback(), sampled + [name]
         quantize_int8(tmp / f"{name}.onnx", {k: feeds[k] for k in inputs}, tmp / f"{name}.int8.onnx")
+        dedupe_file(tmp / f"{name}.int8.onnx")  # one copy per weight (the quantiser gives one per consumer)
         graphs[f"{name}.int8"] = graph_entry(tmp, f"{name}.int8.onnx", "int8")
     return sampled
 
@@ -135,6 +144,7 @@ def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] 
     from caeav.export.onnx_export import export_graph
     from caeav.export.preflight import preflight_bundle_graphs
     from caeav.export.source import text_encoder_id
+    from caeav.export.tokenizer_file import write_tokenizer_file
 
     unknown = sorted(set(precisions) - set(PRECISIONS))
     if unknown:
@@ -160,6 +170,7 @@ def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] 
         if tower is not None:  # None: the AVMoE baseline reads no captions
             np.save(tmp / "empty_caption.npy", empty_caption_features(tower, cfg.caption.context_length))
             extra_files.insert(0, "empty_caption.npy")
+            extra_files.append(write_tokenizer_file(tmp, tower))  # the runtime's caption tokeniser
         write_json_atomic(tmp / "postprocess.json", postprocess_info(model))
         log("pre-flight against the TensorRT ONNX operator matrix")
         preflight_bundle_graphs(tmp, [g["file"] for g in graphs.values()])
@@ -167,6 +178,7 @@ def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] 
             for spec in specs:
                 log(f"fp16: converting {spec.name}")
                 convert_fp16(tmp / f"{spec.name}.onnx", tmp / f"{spec.name}.fp16.onnx", spec.example)
+                dedupe_file(tmp / f"{spec.name}.fp16.onnx")  # one copy per weight (AutoCast gives one per consumer)
                 graphs[f"{spec.name}.fp16"] = graph_entry(tmp, f"{spec.name}.fp16.onnx", "fp16")
         calibration = None
         if "int8" in precisions:
@@ -192,6 +204,7 @@ def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] 
             "opset": opset, "precisions": ["fp32"] + [p for p in PRECISIONS[1:] if p in precisions],
             "batch": {"min": lo, "opt": opt, "max": hi}, "graphs": graphs, "engines": {}, "files": files,
             "calibration": calibration, "tolerances": TOLERANCES, "parity": {}, "versions": _versions(),
+            "flops": _flops(cfg, log),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         write_json_atomic(tmp / MANIFEST, manifest)  # last: a directory without it is not a bundle

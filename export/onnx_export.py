@@ -2,7 +2,8 @@
 
 * `torch.onnx.export(..., dynamo=True)` at opset 18 (18-20 allowed; never >= 23), named inputs and outputs,
   `dynamic_shapes` for the batch axis only (image size and T stay static), exported from batch >= 2 examples;
-* constant folding + dead-node removal + initializer lifting/deduplication + CSE with onnx_ir / onnxscript passes.
+* constant folding + dead-node removal + initializer lifting/deduplication (every size: `caeav.export.dedup`) + CSE
+  with onnx_ir / onnxscript passes.
   We run these passes ourselves instead of the exporter's `optimize=True`: its pattern rewriter spends ~95 % of the
   export time on the CAE-AV graphs (minutes on 2 cores) and changes nothing TensorRT needs;
 * symbolic dims renamed to the bundle contract's names (`batch`, `batch_t` = B·T, `n`);
@@ -47,12 +48,14 @@ def _fold(model) -> None:
     from onnx_ir.passes import common
     from onnxscript.optimizer import _constant_folding
 
+    from caeav.export.dedup import dedupe_initializers
+
     passes = [
         _constant_folding.FoldConstantsPass(shape_inference=False, input_size_limit=1 << 24,
                                             output_size_limit=1 << 24),
         common.RemoveUnusedNodesPass(),
         common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
-        common.DeduplicateInitializersPass(),
+        dedupe_initializers,  # every size (`caeav.export.dedup`: onnx_ir's pass skips the weights)
         common.CommonSubexpressionEliminationPass(),
         common.RemoveUnusedNodesPass(),
     ]

@@ -10,8 +10,11 @@ memory = the process's peak resident set while that configuration ran (VmHWM aft
 batch, measured in the same run, divided into this row's clips/s; parity = max |Δ| of the head outputs against that
 PyTorch run and the share of the task's predictions that agree (`TaskAdapter.bench_labels`: AVE / AVVP per-second
 labels, AVS mask pixels, AVQA answers; the head's extra inputs, such as AVQA's question, from
-`TaskAdapter.bench_feeds`). Preprocessing (decode of the clip + caption features) is
-timed separately. PyTorch is imported only for the torch engine; without torch or a checkpoint its rows say why.
+`TaskAdapter.bench_feeds`); GFLOP/s = the FLOPs per clip `caeav export` counted for the graphs one clip runs
+(`Bundle.flops_per_clip`, the manifest's "flops") × clips/s, "?" (and `gflop_s: null` in the JSON, with
+`flops_note` saying why) for a bundle exported before caeav recorded them. Preprocessing (decode of the clip +
+caption features) is timed separately. PyTorch is imported only for the torch engine; without torch or a checkpoint
+its rows say why.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ from .bundle import Bundle
 from .engine import load_model
 
 
+UNKNOWN_FLOPS = ("the bundle records no FLOPs per clip (exported before caeav recorded them); re-export it with "
+                 "`caeav export` to see them")
+
+
 @dataclass
 class BenchRow:
     engine: str
@@ -44,6 +51,7 @@ class BenchRow:
     p50_ms: Optional[float] = None
     p95_ms: Optional[float] = None
     clips_per_s: Optional[float] = None
+    gflop_s: Optional[float] = None  # achieved: the bundle's FLOPs per clip × clips/s (None: FLOPs unknown)
     peak_mem_mb: Optional[float] = None
     speedup: Optional[float] = None
     max_abs_diff: Optional[float] = None
@@ -61,6 +69,8 @@ class BenchResult:
     rows: list = field(default_factory=list)
     date: str = ""
     agreement: str = "labels"  # what the "agree" column compares (TaskAdapter.agreement)
+    flops_per_clip: Optional[int] = None  # Bundle.flops_per_clip (recorded at export); None: unknown
+    flops_note: str = ""  # why GFLOP/s is unknown (empty when known)
 
     def to_dict(self) -> dict:
         return {**{k: v for k, v in asdict(self).items() if k != "rows"}, "rows": [asdict(r) for r in self.rows]}
@@ -119,9 +129,9 @@ def synthetic_clip(folder: Path, seconds: int) -> Path:
     return path
 
 
-def prepare_inputs(bundle: Bundle, clip: Path, repeats: int = 3) -> tuple[dict, dict]:
+def prepare_inputs(bundle: Bundle, clip: Path, repeats: int = 3, caption_endpoint=None) -> tuple[dict, dict]:
     """Model inputs for one clip (and the adapter's extra head inputs) and the preprocessing time (median ms of
-    `repeats` decodes; caption lookup)."""
+    `repeats` decodes; caption lookup; the cost of captioning it on the fly: `caption_costs`)."""
     from caeav.media import decode_clip
 
     from .captions import CaptionSource
@@ -135,13 +145,49 @@ def prepare_inputs(bundle: Bundle, clip: Path, repeats: int = 3) -> tuple[dict, 
     t0 = time.perf_counter()
     vis, aud, _ = CaptionSource(bundle, None).features(clip)
     caption_ms = 1000 * (time.perf_counter() - t0)
+    caption_cost = caption_costs(bundle, clip, caption_endpoint)
     inputs = {"frames": media.frames[None], "wave": media.audio[None], "vis": vis[None], "aud": aud[None],
               "extra": {k: np.asarray(v) for k, v in bundle.adapter.bench_feeds(bundle).items()}}
     if media.st_frames is not None:  # AVVP's R(2+1)D-18 stream: its clips from the same decode
         from caeav.media.st_frames import st_clip_input
 
         inputs["st_clips"] = st_clip_input(media.st_frames, bundle.segments, bundle.st_sampling)[None]
-    return inputs, {"decode_ms": round(statistics.median(decode_ms), 2), "captions_ms": round(caption_ms, 2)}
+    return inputs, {"decode_ms": round(statistics.median(decode_ms), 2), "captions_ms": round(caption_ms, 2),
+                    **caption_cost}
+
+
+def caption_costs(bundle: Bundle, clip: Path, endpoint=None, repeats: int = 3) -> dict:
+    """What captioning a clip the cache lacks costs, per clip: `text_encoder_ms` (tokenise + the bundle's text_encoder
+    graph on two captions, median of `repeats`; None without the graph) and, with a caption `endpoint`,
+    `caption_endpoint_ms` (both requests of `caeav infer --caption-endpoint`, nothing stored; None without)."""
+    from .caption_endpoint import EndpointCaptioner, EndpointSettings
+
+    out = {"text_encoder_ms": None, "caption_endpoint_ms": None}
+    if "text_encoder" not in bundle.manifest.get("graphs", {}):
+        return out
+    from caeav.errors import BundleError
+
+    from .caption_text import TextEncoder
+
+    try:
+        enc, times = TextEncoder(bundle), []
+    except BundleError as exc:  # a bundle exported before caeav wrote its caption tokeniser
+        out["text_encoder_note"] = str(exc)
+        return out
+    texts = ["A man plays an acoustic guitar on a stage.", "Guitar music and a crowd cheering."]
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        enc.encode(texts)
+        times.append(1000 * (time.perf_counter() - t0))
+    out["text_encoder_ms"] = round(statistics.median(times), 2)
+    settings = EndpointSettings.of(endpoint)
+    if settings is not None:
+        captioner = EndpointCaptioner(bundle, settings)
+        t0 = time.perf_counter()
+        got = captioner.caption(clip, Path(clip).stem, ["visual", "audio"])
+        if len(got) == 2:
+            out["caption_endpoint_ms"] = round(1000 * sum(g.endpoint_s for g in got.values()), 2)
+    return out
 
 
 def _measure(model, inputs: dict, batch: int, warmup: int, repeats: int) -> tuple[list, dict]:
@@ -169,7 +215,7 @@ def _agreement(bundle: Bundle, out: dict, ref: dict) -> float:
 
 def run_bench(bundle_path, engines: Sequence[str] = ("torch", "ort"), batches: Sequence[int] = (1,),
               precisions: Sequence[str] = ("fp32",), repeats: int = 10, warmup: int = 2, clip=None,
-              checkpoint=None, threads: Optional[int] = None, progress=None) -> BenchResult:
+              checkpoint=None, threads: Optional[int] = None, progress=None, caption_endpoint=None) -> BenchResult:
     """Measure every (engine, precision, batch) (module docstring); PyTorch FP32 runs first as the reference."""
     bundle = Bundle.load(bundle_path)
     if repeats < 1 or warmup < 0 or not batches or min(batches) < 1:
@@ -179,9 +225,11 @@ def run_bench(bundle_path, engines: Sequence[str] = ("torch", "ort"), batches: S
             from .bundle import DEFAULT_SAMPLE
 
             clip = DEFAULT_SAMPLE if DEFAULT_SAMPLE.is_file() else synthetic_clip(Path(tmp), bundle.segments)
-        inputs, pre = prepare_inputs(bundle, Path(clip))
+        inputs, pre = prepare_inputs(bundle, Path(clip), caption_endpoint=caption_endpoint)
     result = BenchResult(str(bundle.path), bundle.task, Path(clip).name, machine_description(), pre,
-                         date=time.strftime("%Y-%m-%d"), agreement=bundle.adapter.agreement)
+                         date=time.strftime("%Y-%m-%d"), agreement=bundle.adapter.agreement,
+                         flops_per_clip=bundle.flops_per_clip,
+                         flops_note="" if bundle.flops_per_clip else UNKNOWN_FLOPS)
     reference: dict = {}
     for engine in ["torch"] + [e for e in dict.fromkeys(engines) if e != "torch"]:  # the reference runs first
         for precision in ["fp32"] if engine == "torch" else list(dict.fromkeys(precisions)):
@@ -196,10 +244,19 @@ def run_bench(bundle_path, engines: Sequence[str] = ("torch", "ort"), batches: S
             for batch in batches:
                 if progress:
                     progress(f"{engine} {precision} batch {batch}")
-                result.rows.append(_row(model, engine, precision, batch, inputs, warmup, repeats, reference))
+                row = _row(model, engine, precision, batch, inputs, warmup, repeats, reference)
+                row.gflop_s = achieved_gflop_s(result.flops_per_clip, row.clips_per_s)
+                result.rows.append(row)
                 _reset_peak()
             del model
     return result
+
+
+def achieved_gflop_s(flops_per_clip: Optional[int], clips_per_s: Optional[float]) -> Optional[float]:
+    """GFLOP/s a configuration achieved: FLOPs per clip × clips per second / 1e9 (None when either is unknown)."""
+    if not flops_per_clip or not clips_per_s:
+        return None
+    return round(flops_per_clip * clips_per_s / 1e9, 2)
 
 
 def _row(model, engine: str, precision: str, batch: int, inputs: dict, warmup: int, repeats: int,
@@ -228,8 +285,8 @@ def print_bench(result: BenchResult, console=None) -> None:
     console = console or Console(width=None if sys.stdout.isatty() else 140)
     table = Table(title=f"caeav bench: {Path(result.bundle).name} ({result.task}), clip {result.clip}, "
                         f"{result.date}", title_justify="left")
-    for col in ("engine", "precision", "batch", "p50 ms", "p95 ms", "clips/s", "peak MB", "speed-up", "max |Δ|",
-                "agree"):
+    for col in ("engine", "precision", "batch", "p50 ms", "p95 ms", "clips/s", "GFLOP/s", "peak MB", "speed-up",
+                "max |Δ|", "agree"):
         table.add_column(col, justify="left" if col in ("engine", "precision") else "right")
 
     def fmt(x, spec):
@@ -237,15 +294,27 @@ def print_bench(result: BenchResult, console=None) -> None:
 
     for r in result.rows:
         if r.status != "ok":
-            table.add_row(r.engine, r.precision, str(r.batch), f"[dim]{r.status}[/dim]", *[""] * 6)
+            table.add_row(r.engine, r.precision, str(r.batch), f"[dim]{r.status}[/dim]", *[""] * 7)
             continue
         table.add_row(r.engine, r.precision, str(r.batch), fmt(r.p50_ms, ".1f"), fmt(r.p95_ms, ".1f"),
-                      fmt(r.clips_per_s, ".2f"), fmt(r.peak_mem_mb, ".0f"),
+                      fmt(r.clips_per_s, ".2f"), "?" if r.gflop_s is None else f"{r.gflop_s:.1f}",
+                      fmt(r.peak_mem_mb, ".0f"),
                       "-" if r.speedup is None else f"{r.speedup:.2f}x", fmt(r.max_abs_diff, ".2e"),
                       "-" if r.label_agreement is None else f"{100 * r.label_agreement:.0f} %")
     console.print(table)
     console.print(f"latency per clip; speed-up and parity (max |Δ| of the head outputs, share of {result.agreement} "
                   "that agree) against PyTorch FP32 eager at the same batch, measured in this run", style="dim")
+    if result.flops_per_clip:
+        console.print(f"GFLOP/s = {result.flops_per_clip / 1e9:,.2f} GFLOP per clip (counted at export, the graphs "
+                      "one clip runs) × clips/s", style="dim")
+    else:
+        console.print(f"GFLOP/s unknown (?): {result.flops_note or UNKNOWN_FLOPS}", style="dim")
     pre = result.preprocess_ms
     console.print(f"preprocessing per clip (not in the latencies above): decode {pre['decode_ms']:.1f} ms, "
                   f"captions {pre['captions_ms']:.1f} ms; machine: {result.machine}", style="dim")
+    if pre.get("text_encoder_note"):
+        console.print(f"captions on the fly: not measured ({pre['text_encoder_note']})", style="dim")
+    if pre.get("text_encoder_ms") is not None:  # what a clip the caption cache lacks costs on top (per clip)
+        asked = pre.get("caption_endpoint_ms")
+        console.print(f"captions on the fly per clip: text encoder {pre['text_encoder_ms']:.1f} ms, endpoint "
+                      + (f"{asked:.0f} ms" if asked is not None else "not measured (no endpoint)"), style="dim")

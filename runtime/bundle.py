@@ -200,6 +200,17 @@ class Bundle:
             raise BundleError(f"{self.path}: the bundle has an st_stream graph but postprocess.json gives no valid "
                               "st_sampling (frames, fps, size, mean, std); re-export it") from None
 
+    @property
+    def flops_per_clip(self) -> Optional[int]:
+        """FLOPs one clip runs through `chain` (the manifest's "flops", recorded by `caeav export` with
+        `caeav.export.graph_flops`; a graph's FP16 / INT8 variants share its figure), or None for a bundle exported
+        before caeav recorded them, or one whose record lacks a graph of the chain."""
+        graphs = (self.manifest.get("flops") or {}).get("graphs") or {}
+        try:
+            return int(sum(int(graphs[name]) for name in self.chain))
+        except (KeyError, TypeError, ValueError):
+            return None
+
     def class_names(self, count: int) -> list[str]:
         names = self.postprocess.get("class_names") or self.postprocess.get("classes") or []
         names = [str(n) for n in names][:count]

@@ -7,8 +7,13 @@
 The pipeline knows no task: the bundle's adapter (`caeav.runtime.tasks`) says what each video asks of the head
 (`queries`, `head_feeds`), turns the outputs into a result (`finish`) and writes its files (`write_files`). Videos
 are decoded on a thread pool (PyAV releases the GIL; `caeav.runtime.decoding`) while the engine runs on the main
-thread; the windows of all videos are batched together up to the bundle's batch size, the encoder runs once per
-window and the head once per (window, query). A video that cannot be decoded (missing, corrupt, no video track, no
+thread, and streamed (`caeav.runtime.streaming`): each video's windows are decoded a bounded number ahead of the
+engine and their frames and audio released as soon as the engine has seen them, so memory does not grow with the
+video's length (except with `--plot`, which draws the whole video's frames and audio and keeps them); only each
+window's head outputs (a few numbers per second) stay until the video's timeline is merged. The windows of all
+videos are batched together up to the bundle's batch size, in the same order and batches as when every video was
+decoded whole (`decode`), so the results are the same; the encoder runs once per window and the head once per
+(window, query). A video that cannot be decoded (missing, corrupt, no video track, no
 audio track unless `allow_missing_audio`) becomes a `Failure` and the run goes on.
 
 Results are handed to `on_result` as each video finishes (the CLI appends them to a JSON Lines file), and the report
@@ -21,8 +26,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -35,6 +38,7 @@ from .bundle import Bundle
 from .captions import CaptionSource
 from .decoding import Decoded, decode_video
 from .engine import load_model
+from .streaming import WindowFeed
 from .windows import plan_windows
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ts")
@@ -47,6 +51,7 @@ class InferOptions:
     engine: str = "auto"
     precision: str = "fp32"
     captions: Optional[PathLike] = None  # caption cache, "none" or None (empty captions)
+    caption_endpoint: Optional[object] = None  # URL or caption_endpoint.EndpointSettings: caption uncached clips
     window_stride: Optional[int] = None  # seconds between window starts (default T: no overlap)
     batch: Optional[int] = None  # windows per engine call (default: the bundle's optimal batch)
     workers: int = 2  # decoding threads
@@ -129,6 +134,7 @@ class Pipeline:
         opt_batch = int((self.bundle.manifest.get("batch") or {}).get("opt", 1))
         self.batch = max(1, min(int(opts.batch or opt_batch), self.model.max_batch))
         self._single = True
+        self.peak_windows = 0  # the most windows decoded and not yet through the engine at once, in the last run
 
     def new_report(self) -> InferReport:
         return InferReport(self.bundle, self.model.engine, self.model.precision, self.model.describe(),
@@ -137,28 +143,30 @@ class Pipeline:
     # ---------------------------------------------------------------------------------------------- running
 
     def decode(self, index: int, path: str) -> Decoded:
+        """Every window of one video at once (`Decoded.frames`, `wave`); `run` streams them instead."""
         return decode_video(self.bundle, self.adapter, self.options, self.captions, index, path)
 
     def _infer(self, queue: list) -> None:
-        """Run the queued (video, window) pairs: the encoder once for all, the head once per (window, query)."""
+        """Run the queued (video, window, ClipMedia) triples: the encoder once for all, the head once per (window,
+        query)."""
         st_clips = None
-        if self.model.has_stream:  # normalised per batch: a video keeps its stream frames as uint8
+        if self.model.has_stream:  # normalised per batch: a window keeps its stream frames as uint8
             from caeav.media.st_frames import st_clip_input
 
             sampling, T = self.bundle.st_sampling, self.bundle.segments
-            st_clips = np.stack([st_clip_input(d.st_frames[w], T, sampling) for d, w in queue])
-        feats = self.model.encode(np.stack([d.frames[w] for d, w in queue]), np.stack([d.wave[w] for d, w in queue]),
-                                  np.stack([d.vis_caption for d, _ in queue]), np.stack([d.aud_caption for d, _ in queue]),
-                                  st_clips)
-        pairs = [(i, q) for i, (d, _) in enumerate(queue) for q, feed in enumerate(d.feeds) if feed is not None]
+            st_clips = np.stack([st_clip_input(c.st_frames, T, sampling) for _, _, c in queue])
+        feats = self.model.encode(np.stack([c.frames for _, _, c in queue]), np.stack([c.audio for _, _, c in queue]),
+                                  np.stack([d.vis_caption for d, _, _ in queue]),
+                                  np.stack([d.aud_caption for d, _, _ in queue]), st_clips)
+        pairs = [(i, q) for i, (d, _, _) in enumerate(queue) for q, feed in enumerate(d.feeds) if feed is not None]
         for s in range(0, len(pairs), self.batch):
             chunk = pairs[s:s + self.batch]
             extra = _stack_feeds([queue[i][0].feeds[q] for i, q in chunk])
             outs = self.model.head(self.model.take(feats, [i for i, _ in chunk], len(queue)), extra)
             for (i, q), out in zip(chunk, self.model.items(outs, len(chunk))):
-                d, w = queue[i]
+                d, w, _ = queue[i]
                 d.outputs[w][q] = out
-        for d, _ in queue:
+        for d, _, _ in queue:
             d.done += 1
 
     def _finish(self, d: Decoded) -> VideoResult:
@@ -201,34 +209,46 @@ class Pipeline:
         return report
 
     def _loop(self, paths: list, done: Callable, clock: dict) -> None:
-        """Decode ahead on the thread pool, batch the windows, finish each video as its last window is in."""
-        queue: list = []
+        """Stream the windows (`caeav.runtime.streaming`), batch them, finish each video as its last window is in."""
+        queue: list = []  # (video, window index, ClipMedia) in the run's order, fewer than `batch` between calls
         waiting: dict[int, Decoded] = {}
-        pool = ThreadPoolExecutor(max_workers=max(1, self.options.workers), thread_name_prefix="caeav-decode")
-        try:
-            ahead = max(2, 2 * self.options.workers)
-            pending: deque = deque()
-            todo = deque(enumerate(paths))
-            while todo or pending:
-                while todo and len(pending) < ahead:
-                    i, p = todo.popleft()
-                    pending.append((i, p, pool.submit(self.decode, i, p)))
-                i, p, fut = pending.popleft()
-                try:
-                    d = fut.result()
-                    waiting[i] = d
-                    queue += [(d, w) for w in range(len(d.starts))]
-                except Exception as exc:  # CaeavError, or an unexpected decoder failure: never stop a batch run
-                    done(Failure(p, _failure_text(exc), i))
-                while len(queue) >= self.batch or (queue and not todo and not pending):
-                    t1 = time.perf_counter()
-                    self._infer(queue[: self.batch])
-                    clock["infer"] += time.perf_counter() - t1
-                    queue = queue[self.batch:]
-                    for k in [k for k, dv in waiting.items() if dv.complete]:
-                        done(self._finish(waiting.pop(k)))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # an interrupt stops what has not started
+
+        def infer(final: bool) -> None:
+            nonlocal queue
+            while len(queue) >= self.batch or (final and queue):
+                t1 = time.perf_counter()
+                self._infer(queue[: self.batch])
+                clock["infer"] += time.perf_counter() - t1
+                feed.release(min(len(queue), self.batch))
+                queue = queue[self.batch:]  # the windows' arrays go with them
+                finish()
+
+        def finish() -> None:
+            for k in [k for k, dv in waiting.items() if dv.complete]:
+                done(self._finish(waiting.pop(k)))
+
+        keep = bool(self.options.plot)  # --plot draws frames and audio of the whole video: keep them
+        feed = WindowFeed(self, paths)
+        with feed:
+            for kind, i, p, item in feed:
+                if kind == "video":
+                    waiting[i] = item
+                elif kind == "window":
+                    d = waiting[i]
+                    d.add(item[0], item[1], keep)
+                    queue.append((d, len(d.starts) - 1, item[1]))
+                    infer(final=False)
+                elif kind == "end":
+                    waiting[i].end_windows()
+                    infer(final=feed.last(i))
+                    finish()
+                else:  # CaeavError, or an unexpected decoder failure: never stop a batch run
+                    gone = waiting.pop(i, None)
+                    feed.release(sum(1 for d, _, _ in queue if d is gone))
+                    queue = [e for e in queue if e[0] is not gone]
+                    done(Failure(p, _failure_text(item), i))
+                    infer(final=feed.last(i))
+        self.peak_windows = feed.peak
 
 
 def _failure_text(exc: Exception) -> str:

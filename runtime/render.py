@@ -7,6 +7,17 @@ from rich.console import Console
 from rich.table import Table
 
 
+def caption_line(captions: dict) -> str:
+    """One line when a video ran on the empty-caption features in some modality: which, the cost, the fix."""
+    sources = captions.get("sources") or {}
+    empty = [m for m in ("visual", "audio") if sources.get(m, captions.get("source")) == "none"]
+    if not empty:
+        return ""
+    which = "no captions" if len(empty) == 2 else f"no {empty[0]} caption"
+    return (f"  captions: {which} (empty-caption features; accuracy without captions: see README 'Captions at "
+            "inference'); fix: --caption-endpoint URL or `caeav captions generate`")
+
+
 def print_report(report, console: Console | None = None) -> None:
     console = console or Console()
     adapter = report.bundle.adapter
@@ -14,8 +25,9 @@ def print_report(report, console: Console | None = None) -> None:
         rendered = adapter.table(result)
         for item in rendered if isinstance(rendered, list) else [rendered]:
             console.print(item)
-        if result.captions["source"] == "none":
-            console.print("  captions: none (empty-caption features)", style="dim")
+        line = caption_line(result.captions)
+        if line:
+            console.print(line, style="yellow", highlight=False, soft_wrap=True)  # one line, even if long
         for note in result.warnings:
             console.print(f"  note: {note}", style="yellow")
     for note in report.notes:

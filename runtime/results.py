@@ -14,7 +14,9 @@
                                                    # file really decodes (a warning then says so)
           "seconds": N,                            # timeline length (caeav.runtime.windows)
           "windows": [{"start": int, "end": int}], # the model windows that covered it (seconds)
-          "captions": {"source": "cache" | "none", "clip_id": str | null, "missing": ["visual" | "audio", ...]},
+          "captions": {"source": "cache" | "endpoint" | "none" | "unused",  # endpoint: --caption-endpoint; unused: AVMoE
+                       "sources": {"visual": "cache" | "endpoint" | "none", "audio": ...},  # none: empty caption
+                       "clip_id": str | null, "missing": ["visual" | "audio", ...]},   # caeav.runtime.captions
           "warnings": [str],                       # decoding notes (padding, truncation, damaged packets, missing
                                                    # captions), the task's notes (files written, questions)
           # task "ave":
@@ -46,7 +48,7 @@
 
 Labels and confidences follow `caeav.runtime.events`; class names come from the bundle's postprocess.json. Each task's
 fields come from its adapter (`TaskAdapter.to_json`). Schema 1 -> 2: `interrupted`, AVS and AVQA fields; a truncated
-file's `duration` is what decodes.
+file's `duration` is what decodes. Within schema 2 (additive): `captions.sources` and the `endpoint` source.
 
 Written as it goes: with `--json OUT.json` every finished video (or failure) is also appended, one JSON object per
 line, to `OUT.partial.jsonl` beside it (`PartialLog`: a header line {"schema": "caeav.infer-partial/1", "bundle",

@@ -62,7 +62,7 @@ def run_and_eval(out: Path, task: str, root: Path, cache: Path, name: str, overr
     if not (run / "best" / "config.json").is_file():
         run.parent.mkdir(parents=True, exist_ok=True)
         caeav("train", task, "--config", "tiny", "--data-root", str(root), "--captions", str(cache), "--out", str(run),
-              "--threads", "1", "-q", *overrides, log=run.with_suffix(".log"))
+              "--threads", "1", "-q", *overrides, log=run.parent / f"{run.name}.log")
     result = out / "evals" / task / f"{name}.json"
     if not result.is_file():
         result.parent.mkdir(parents=True, exist_ok=True)

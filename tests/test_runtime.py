@@ -123,7 +123,8 @@ def test_ave_ten_second_clip(toys, clips, tmp_path, capsys):
     assert ave_labels(video) == expected_ave(10, {2, 3, 4})
     assert [(e["onset"], e["offset"], e["background"]) for e in video["events"]] == \
         [(0, 2, True), (2, 5, False), (5, 10, True)]
-    assert video["captions"] == {"source": "none", "clip_id": None, "missing": []}
+    assert video["captions"] == {"source": "none", "clip_id": None, "missing": [],
+                                 "sources": {"visual": "none", "audio": "none"}}
     assert all(0.0 <= s["confidence"] <= 1.0 for s in video["per_second"])
 
 
@@ -173,7 +174,8 @@ def test_caption_cache_by_clip_id_and_missing_caption_reported(toys, clips, tmp_
                         (EMPTY_CLIP_ID, "audio", "enc", text_sha256(""), np.zeros((77, TOY_DIM), np.float32))])
     doc = infer_json(tmp_path, capsys, clips["c10"], clips["c25"], "--bundle", toys["ave"], "--captions", cache)
     c10, c25 = doc["videos"]
-    assert c10["captions"] == {"source": "cache", "clip_id": "c10", "missing": ["audio"]}
+    assert c10["captions"] == {"source": "cache", "clip_id": "c10", "missing": ["audio"],
+                               "sources": {"visual": "cache", "audio": "none"}}
     assert {s["index"] for s in c10["per_second"]} == {TOY_CAPTION_CLASS, 28}  # the caption reached the graphs
     assert c25["captions"]["missing"] == ["visual", "audio"] and any("caption" in w for w in c25["warnings"])
     assert {s["index"] for s in c25["per_second"]} == {TOY_CLASS, 28}

@@ -157,7 +157,8 @@ def test_avmoe_exports_passes_parity_and_infers(tmp_path, capsys):
     assert [i["name"] for i in manifest["graphs"]["head"]["inputs"]] == ["v", "a"]
     assert main(["parity", str(out)]) == 0
     capsys.readouterr()
-    result = tmp_path / "out.jsonl"
+    result = tmp_path / "out.json"
     assert main(["infer", str(DEFAULT_SAMPLE), "--bundle", str(out), "--json", str(result)]) == 0
-    record = json.loads(result.read_text().splitlines()[0])
-    assert record["timeline"]
+    (video,) = json.loads(result.read_text())["videos"]
+    assert len(video["per_second"]) == 10
+    assert video["captions"]["source"] == "unused"  # nothing looked up, no "ran without captions" line

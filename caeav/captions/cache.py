@@ -98,6 +98,28 @@ def _caption_from_row(row) -> Caption:
                    row[10])
 
 
+_PUT_CAPTION = f"INSERT OR REPLACE INTO captions ({_CAPTION_COLS}) VALUES ({', '.join('?' * 11)})"
+_PUT_FEATURES = "INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _caption_row(c: Caption) -> tuple:
+    """The captions-table row of `c` (its text hash computed here)."""
+    if not isinstance(c.text, str):
+        raise CaptionError(f"caption of {c.clip_id}/{c.modality} is not a string")
+    return (check_clip_id(c.clip_id), check_modality(c.modality), c.model, c.prompt_version, c.text,
+            text_sha256(c.text), c.endpoint, json.dumps(c.params or {}, sort_keys=True), c.created or time.time(),
+            c.latency_s, c.source)
+
+
+def _feature_row(clip_id: str, modality: str, encoder: str, sha: str, array, now: float) -> tuple:
+    """The features-table row: float16 little-endian `[tokens, dim]` blob."""
+    arr = np.asarray(array)
+    if arr.ndim != 2:
+        raise CaptionError(f"features of {clip_id}/{modality} must be [tokens, dim], got shape {arr.shape}")
+    blob = np.ascontiguousarray(arr, dtype="<f2").tobytes()
+    return (clip_id, check_modality(modality), encoder, sha, arr.shape[0], arr.shape[1], blob, now)
+
+
 def check_clip_id(clip_id: str) -> str:
     if not isinstance(clip_id, str) or not clip_id.strip():
         raise CaptionError(f"invalid clip id {clip_id!r}: must be a non-empty string")
@@ -239,16 +261,19 @@ class CaptionCache:
     # --- captions ----------------------------------------------------------------------------------------------
     def put_captions(self, captions: Iterable[Caption]) -> int:
         """Insert or replace captions in one transaction (the text hash is computed here)."""
-        rows = []
-        for c in captions:
-            if not isinstance(c.text, str):
-                raise CaptionError(f"caption of {c.clip_id}/{c.modality} is not a string")
-            rows.append((check_clip_id(c.clip_id), check_modality(c.modality), c.model, c.prompt_version, c.text,
-                         text_sha256(c.text), c.endpoint, json.dumps(c.params or {}, sort_keys=True),
-                         c.created or time.time(), c.latency_s, c.source))
+        rows = [_caption_row(c) for c in captions]
         with self.transaction() as con:
-            con.executemany(f"INSERT OR REPLACE INTO captions ({_CAPTION_COLS}) VALUES ({', '.join('?' * 11)})", rows)
+            con.executemany(_PUT_CAPTION, rows)
         return len(rows)
+
+    def put_caption_and_features(self, caption: Caption, encoder: str, features: np.ndarray) -> None:
+        """A new caption and its features (computed from exactly that text) in one transaction: a reader never sees
+        the caption without its features, whenever the writer is killed."""
+        row = _caption_row(caption)
+        packed = _feature_row(caption.clip_id, caption.modality, encoder, row[5], features, time.time())
+        with self.transaction() as con:
+            con.execute(_PUT_CAPTION, row)
+            con.execute(_PUT_FEATURES, packed)
 
     def put_caption(self, clip_id: str, modality: str, text: str, model: str, prompt_version: str, **meta) -> None:
         self.put_captions([Caption(clip_id, modality, model, prompt_version, text, **meta)])
@@ -288,15 +313,11 @@ class CaptionCache:
     # --- features ----------------------------------------------------------------------------------------------
     def put_features(self, rows: Iterable[tuple]) -> int:
         """Store `(clip_id, modality, encoder, text_sha256, array [tokens, dim])` rows as float16, one transaction."""
-        packed, now = [], time.time()
-        for clip_id, modality, encoder, sha, array in rows:
-            arr = np.asarray(array)
-            if arr.ndim != 2:
-                raise CaptionError(f"features of {clip_id}/{modality} must be [tokens, dim], got shape {arr.shape}")
-            blob = np.ascontiguousarray(arr, dtype="<f2").tobytes()
-            packed.append((clip_id, check_modality(modality), encoder, sha, arr.shape[0], arr.shape[1], blob, now))
+        now = time.time()
+        packed = [_feature_row(clip_id, modality, encoder, sha, array, now)
+                  for clip_id, modality, encoder, sha, array in rows]
         with self.transaction() as con:
-            con.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?, ?, ?, ?)", packed)
+            con.executemany(_PUT_FEATURES, packed)
         return len(packed)
 
     def features(self, clip_id: str, modality: str, encoder: str) -> Optional[tuple[np.ndarray, str]]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -31,10 +30,9 @@ from caeav.errors import CaeavError, CaptionError
 from .breaker import Breaker, Cancelled
 from .cache import CaptionCache, file_sha256
 from .client import ChatClient
-from .prompts import PROMPT_VERSION, Decoding, audio_request, prompt_sha256, visual_request
+from .prompts import PROMPT_VERSION, Decoding
+from .requests import MODALITY_ORDER, caption_headers, caption_params, caption_request
 from .sources import ClipJob
-
-MODALITY_ORDER = ("visual", "audio")
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ class _Run:
                  max_connection_failures):
         self.cache, self.client, self.model, self.prompt_version = cache, client, model, prompt_version
         self.decoding, self.system, self.max_failures = decoding, system, max_failures
-        self.params = {"decoding": decoding.params(), "prompt_sha256": prompt_sha256(), "frame_size": frame_size}
+        self.frame_size = frame_size
         self.breaker = Breaker(max_connection_failures)
         self.stop = self.breaker.stop
         self.lock = threading.Lock()
@@ -127,11 +125,6 @@ class _Run:
         with self.write_lock:
             self.closed = True
 
-    def request(self, job: ClipJob, modality: str, raw) -> dict:
-        if modality == "visual":
-            return visual_request(raw.frames, self.model, self.decoding, job.segments, self.system)
-        return audio_request(raw.audio, self.model, self.decoding, job.segments, system=self.system)
-
     def clip(self, job: ClipJob, missing: Sequence[str], need_hash: bool) -> Optional[list[Failure]]:
         """Caption the missing modalities of one clip; returns its failures, or None when the run stopped first."""
         if self.stop.is_set():
@@ -144,14 +137,13 @@ class _Run:
             self._outcome(False)
             return [Failure(job.clip_id, m, f"media: {exc}") for m in missing]
         failures, finished = [], 0
-        headers = {"X-Caeav-Clip": urllib.parse.quote(job.clip_id, safe="")}
         for modality in missing:
             if self.stop.is_set():
                 break
             try:
-                body = self.request(job, modality, raw)
-                done = self.client.complete(body, {**headers, "X-Caeav-Modality": modality}, guard=self.breaker)
-                params = {**self.params, "frames": job.segments, "attempts": done.attempts}
+                body = caption_request(modality, raw, self.model, job.segments, self.decoding, self.system)
+                done = self.client.complete(body, caption_headers(job.clip_id, modality), guard=self.breaker)
+                params = caption_params(self.decoding, self.frame_size, job.segments, done.attempts)
                 if not self.write(self.cache.put_caption, job.clip_id, modality, done.text, self.model,
                                   self.prompt_version, endpoint=self.client.base, params=params,
                                   latency_s=round(done.latency_s, 4), caption=True):

@@ -22,9 +22,12 @@ def bench(
                                         "synthetic clip)"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="weights for the PyTorch reference"),
     threads: Optional[int] = typer.Option(None, "--threads", help="intra-op threads for every engine"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the table as JSON"),
+    caption_endpoint: Optional[str] = typer.Option(None, "--caption-endpoint", help="also time captioning the clip "
+                                                   "on the fly (an OpenAI-compatible URL, as caeav infer)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the table as JSON (gflop_s per row; "
+                                            "null with flops_note for a bundle that records no FLOPs)"),
 ) -> None:
-    """Latency, throughput, memory, speed-up and parity of each engine against PyTorch FP32 eager."""
+    """Latency, throughput, achieved GFLOP/s, memory, speed-up and parity of each engine against PyTorch FP32 eager."""
     from caeav.files import write_json_atomic
     from caeav.runtime.bench import print_bench, run_bench
 
@@ -34,7 +37,8 @@ def bench(
         batches = [int(b) for b in comma_list(batch, "--batch")]
     except ValueError:
         raise CaeavError(f"--batch: expected integers like 1,2; got {batch!r}") from None
-    result = run_bench(bundle, engine_list, batches, precision_list, repeats, warmup, clip, checkpoint, threads)
+    result = run_bench(bundle, engine_list, batches, precision_list, repeats, warmup, clip, checkpoint, threads,
+                       caption_endpoint=caption_endpoint)
     print_bench(result)
     if json_out is not None:
         write_json_atomic(json_out, result.to_dict())

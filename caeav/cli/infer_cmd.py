@@ -55,7 +55,13 @@ def infer(
     engine: str = typer.Option("auto", "--engine", "-e", help="auto, trt, ort or torch"),
     precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16 or int8 (as the bundle has them)"),
     captions: Optional[str] = typer.Option(None, "--captions", help="caption cache file, or 'none' (default: none, "
-                                           "the empty-caption features)"),
+                                           "the empty-caption features); with --caption-endpoint, new captions "
+                                           "are stored there (created if missing)"),
+    caption_endpoint: Optional[str] = typer.Option(None, "--caption-endpoint", help="OpenAI-compatible URL (e.g. "
+                                                   "vLLM serving Qwen2.5-Omni, http://host:8000/v1) asked for the "
+                                                   "captions of clips the cache lacks"),
+    caption_model: Optional[str] = typer.Option(None, "--caption-model", help="served model for "
+                                                "--caption-endpoint (default: the only one served)"),
     task: Optional[str] = typer.Option(None, "--task", help="fail unless the bundle is for this task (ave, avvp, "
                                        "avs_s4, avs_ms3, avqa)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON (schema caeav.infer/2; "
@@ -86,15 +92,20 @@ def infer(
     if window_stride is not None and window_stride < 1:
         raise CaeavError("--window-stride must be at least 1 second")
     check_outputs(json_out, plot, masks, overlay)
-    options = InferOptions(task=task, engine=engine, precision=precision, captions=captions,
+    endpoint = endpoint_settings(caption_endpoint, caption_model, captions, bundle)
+    options = InferOptions(task=task, engine=engine, precision=precision, captions=captions, caption_endpoint=endpoint,
                            window_stride=window_stride, batch=batch, workers=workers,
                            allow_missing_audio=allow_missing_audio, checkpoint=checkpoint, plot=plot, masks=masks,
                            overlay=overlay, questions=list(question or []), questions_file=questions_file)
     pipe = Pipeline(bundle, options)
+    pipe.captions.captioner(options)  # a bundle that cannot encode captions is one line before any work
     paths = collect_videos(inputs)
     if not paths:
         raise CaeavError("no video files found in " + ", ".join(str(i) for i in inputs))
-    report = run_and_save(pipe, paths, json_out, quiet)
+    try:
+        report = run_and_save(pipe, paths, json_out, quiet)
+    finally:
+        pipe.captions.close()
     if not quiet:
         print_report(report)
     if plot is not None and report.results:
@@ -106,6 +117,26 @@ def infer(
                            for f in report.failures[:3])
         more = f" (+{len(report.failures) - 3} more)" if len(report.failures) > 3 else ""
         raise BatchFailed(f"{len(report.failures)} of {len(paths)} video(s) failed: {listed}{more}")
+
+
+def endpoint_settings(url: Optional[str], model: Optional[str], captions: Optional[str], bundle: Path):
+    """--caption-endpoint/--caption-model -> `EndpointSettings` (None without an endpoint). A bad URL is one line;
+    a --captions file that does not exist yet is created for the new captions (`prepare_cache`)."""
+    import os
+
+    if url is None:
+        if model is not None:
+            raise CaeavError("--caption-model needs --caption-endpoint URL")
+        return None
+    from caeav.captions.client import base_url
+    from caeav.runtime.caption_endpoint import EndpointSettings, prepare_cache
+
+    base_url(url)  # CaptionError for something that is not an http(s) URL
+    if captions is not None and captions != "none" and not Path(captions).is_file():
+        from caeav.runtime.bundle import Bundle
+
+        prepare_cache(captions, Bundle.load(bundle))
+    return EndpointSettings(url, model, api_key=os.environ.get("CAEAV_API_KEY") or None)
 
 
 def run_and_save(pipe, paths: list, json_out: Optional[Path], quiet: bool):
@@ -126,8 +157,13 @@ def run_and_save(pipe, paths: list, json_out: Optional[Path], quiet: bool):
             pipe.run(paths, progress=lambda _p: bar.advance(job), report=report,
                      on_result=log.add if log is not None else None)
         except KeyboardInterrupt:
+            report.notes += pipe.captions.notes
             save(report, json_out, log)  # the clips finished so far, "interrupted": true
             raise
+    report.notes += pipe.captions.notes  # the caption endpoint's one warning of the run
+    if quiet:
+        for note in pipe.captions.notes:
+            err.print(f"warning: {note}", style="yellow", highlight=False, soft_wrap=True)
     save(report, json_out, log)
     return report
 

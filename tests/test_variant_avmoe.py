@@ -162,3 +162,12 @@ def test_avmoe_exports_passes_parity_and_infers(tmp_path, capsys):
     (video,) = json.loads(result.read_text())["videos"]
     assert len(video["per_second"]) == 10
     assert video["captions"]["source"] == "unused"  # nothing looked up, no "ran without captions" line
+
+
+def test_avmoe_needs_no_caption_tower_or_cache():
+    """The paper-size baseline evaluates and exports without CLIP weights or a caption cache (it reads no captions)."""
+    from caeav.train.batches import caption_hook
+
+    cfg = load_config("paper", "ave", ["variant=avmoe"])
+    item = caption_hook(cfg, None)("any-clip")  # no caption.weights: CAE-AV would stop here with one line
+    assert item["caption_visual"].shape == (77, 768) and not item["caption_visual"].any()

@@ -77,14 +77,12 @@ def export(
             raise ExportError(f"checkpoint {checkpoint} is a {cfg.task.name} model, not {task}")
         _stream_weights(model, cfg, checkpoint)
         origin = src.checkpoint_source(checkpoint, embedded=embed)
-        tower = src.text_tower(cfg, load_weights=True)
+        tower = src.text_tower(cfg, load_weights=True) if cfg.uses_captions else None
     else:
         cfg = load_config(config or "tiny", task or "ave", overrides or [])
         model = src.random_model(cfg, seed)
         origin = src.random_source(cfg, seed, overrides)
-        tower = src.text_tower(cfg, load_weights=False)
-    if not cfg.uses_captions:  # the AVMoE baseline: no caption graphs in its bundle
-        tower = None
+        tower = src.text_tower(cfg, load_weights=False) if cfg.uses_captions else None  # None: no caption graphs
     calib_inputs = None
     if "int8" in wanted and calib is not None:
         from caeav.calibration import build_calib_inputs

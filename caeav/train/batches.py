@@ -48,7 +48,11 @@ def empty_caption_hook(cfg: ModelConfig) -> ConstantCaptions:
 
 
 def caption_hook(cfg: ModelConfig, cache: Optional[str]):
-    """A caption cache reader, or the empty-caption features when `cache` is None; checks the feature width."""
+    """A caption cache reader, or the empty-caption features when `cache` is None; checks the feature width. The
+    AVMoE baseline reads no captions: its items get zeros (no tower, no cache needed)."""
+    if not cfg.uses_captions:
+        zeros = np.zeros((cfg.caption.context_length, cfg.caption.text_dim), np.float32)
+        return ConstantCaptions(zeros, zeros)
     if cache is None:
         return empty_caption_hook(cfg)
     from caeav.captions.reader import CaptionFeatureReader

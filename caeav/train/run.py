@@ -104,7 +104,7 @@ def evaluate_checkpoint(checkpoint: str, data_root: str, split: str = "test", ta
 
     set_threads(threads)
     from caeav.model.checkpoint import load_checkpoint
-    from caeav.train.batches import build_split, caption_hook, collate, empty_caption_hook
+    from caeav.train.batches import build_split, caption_hook, collate
     from caeav.train.evaluate import SCORE_KEY, evaluate
     from caeav.train.perturb import PerturbedDataset, parse_perturbations
     from caeav.train.sampler import EpochSampler
@@ -130,7 +130,7 @@ def evaluate_checkpoint(checkpoint: str, data_root: str, split: str = "test", ta
         return clean
     empty = None
     if any(p.name == "drop-captions" for p in wanted):
-        empty = empty_caption_hook(cfg).visual
+        empty = caption_hook(cfg, None)("")["caption_visual"]  # the empty caption's (AVMoE: zeros, unused)
     rows = {}
     for p in wanted:
         data = PerturbedDataset(dataset, p, seed=seed, sample_rate=cfg.frontend.sample_rate, empty_caption=empty)

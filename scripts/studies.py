@@ -3,7 +3,7 @@
     .venv/bin/python scripts/studies.py --out studies --seeds 0,1,2 --jobs 2
 
 * robustness (issue 14): CAE-AV vs the AVMoE baseline (`variant=avmoe`), each with and without audio-visual shuffling
-  (`task.train.av_shuffle=0.5`), trained on synthetic AVE with its synthetic captions, evaluated on the test split
+  (`task.train.av_shuffle` 0.2 and 0.5), trained on synthetic AVE with its synthetic captions, evaluated on the test split
   clean and under every `caeav eval --perturb` perturbation;
 * captions (issue 13): CAE-AV trained with `task.train.caption_dropout` 0 and 0.5 on synthetic AVE and AVVP, test
   metric with the clips' captions and without them (the empty-caption features, i.e. `--perturb drop-captions`).
@@ -25,8 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 PERTURB = "swap-audio,offset:2,offset:5,mute-audio,blank-frames,noise-audio:0,drop-captions"
-ROBUSTNESS = [("CAE-AV", "cae_av", 0.0), ("CAE-AV + av_shuffle 0.5", "cae_av", 0.5),
-              ("AVMoE", "avmoe", 0.0), ("AVMoE + av_shuffle 0.5", "avmoe", 0.5)]
+ROBUSTNESS = [("CAE-AV", "cae_av", 0.0), ("CAE-AV + av_shuffle 0.2", "cae_av", 0.2),
+              ("CAE-AV + av_shuffle 0.5", "cae_av", 0.5), ("AVMoE", "avmoe", 0.0),
+              ("AVMoE + av_shuffle 0.2", "avmoe", 0.2), ("AVMoE + av_shuffle 0.5", "avmoe", 0.5)]
 CAPTION_DROPOUT = (0.0, 0.5)
 SCORE = {"ave": "segment accuracy (%)", "avvp": "segment-level Type@AV F1 (%)"}
 

@@ -22,7 +22,8 @@ LEFT, RIGHT, OFF = (0.28, 0.5), (0.72, 0.5), (0.5, 0.5)
 
 def _media(out: Path, key: str, media: ClipMedia, forms, video_stem: str = None, wave_dir: str = "wave",
            all_frames: bool = True) -> None:
-    append_captions(out, key, media.sources, media.seconds)  # what an MLLM would say it sees and hears
+    # what an MLLM would say it sees and hears, under the dataset's clip id (LLP: the file name, else the media key)
+    append_captions(out, video_stem or key, media.sources, media.seconds)
     if "video" in forms:
         media.write_video(out / "videos" / f"{video_stem or key}.mp4")
     if "frames" in forms:

@@ -65,6 +65,21 @@ def caption_hook(cfg: ModelConfig, cache: Optional[str]):
     return reader
 
 
+def caption_coverage_note(hook, dataset) -> Optional[str]:
+    """One line: how many of `dataset`'s clips the caption cache knows (None without a cache). A cache keyed by other
+    ids (AVE: the video id, LLP: the file name `<id>_<start>_<end>`) would otherwise train on empty captions silently."""
+    resolve = getattr(hook, "resolve", None)
+    if resolve is None or not hasattr(dataset, "records"):
+        return None
+    ids = list(dict.fromkeys(dataset.clip_id(r) for r in dataset.records))
+    known = sum(resolve(i) is not None for i in ids)
+    note = f"captions: {known} of {len(ids)} {dataset.split} clips are in the cache"
+    if known < len(ids):
+        example = next(i for i in ids if resolve(i) is None)
+        note += f"; the others get the empty-caption features (e.g. clip id {example!r})"
+    return note
+
+
 def st_options(cfg: ModelConfig) -> dict:
     """AVVP's R(2+1)D feature options of the dataset (`caeav.data.datasets.LLPDataset`) when the head fuses them:
     `st_dim`, the LLP frame sampling of `cfg.st` and the frozen stream as the `st_encoder` hook (built on first use,

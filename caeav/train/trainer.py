@@ -36,8 +36,8 @@ from caeav.files import write_bytes_atomic, write_json_atomic
 from caeav.model.checkpoint import (load_model_weights, load_trainer_state, resolve_checkpoint_dir, save_checkpoint,
                                     unwrap)
 from caeav.train import distributed as D
-from caeav.train.batches import (build_split, caption_hook, collate, loss_targets, model_inputs, st_source_note,
-                                 to_device)
+from caeav.train.batches import (build_split, caption_coverage_note, caption_hook, collate, loss_targets, model_inputs,
+                                 st_source_note, to_device)
 from caeav.train.evaluate import evaluate
 from caeav.train.interrupt import StopRequest, ignore_stop_signals
 from caeav.train.logger import RunLogger
@@ -152,9 +152,9 @@ class Trainer:
         self.train_set = build_split(cfg, "train", root, self.captions, cache)
         self.val_set = build_split(cfg, "val", root, self.captions, cache) if self.dist.is_main else None
         self.sampler = EpochSampler(len(self.train_set), train.seed, True, self.dist.rank, self.dist.world)
-        note = st_source_note(self.train_set, cache)
-        if note:
-            self.log.info(note)
+        for note in (caption_coverage_note(self.captions, self.train_set), st_source_note(self.train_set, cache)):
+            if note:
+                self.log.info(note)
         from caeav.train.augment import Augmenter
 
         empty = self.captions("\0no-such-clip")["caption_visual"] if train.caption_dropout > 0 else None

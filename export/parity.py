@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from caeav.errors import ExportError
-from caeav.export.parity_ties import flip_hook, tie_exemptions, topk_gaps
+from caeav.export.parity_ties import exempt_clips, flip_hook, keep_clips, tie_exemptions, topk_gaps
 
 POLYGRAPHY_TOL = {"atol": 1e-4, "rtol": 1e-3}
 # what `agreement` counts, per task
@@ -266,6 +266,7 @@ def run_parity(bundle, engine: str = "ort", clips=None, seed: int = 1, write: bo
         for feeds, per, e2e, head_feeds, gaps in references:
             log(f"{precision}: batch {len(feeds['frames'])}")
             stats = {"graphs": {}}
+            flipped = lambda call, rows, hf=head_feeds: ref.head_flipped(hf, call, rows)  # noqa: E731
             for name, run in runners.items():
                 graph_feeds = feeds if name != "head" else head_feeds
                 if name == "text_encoder" and "text_encoder" not in per:
@@ -273,12 +274,17 @@ def run_parity(bundle, engine: str = "ort", clips=None, seed: int = 1, write: bo
                 got = run(graph_feeds)
                 stats["graphs"][name] = compare_outputs(per[name], got)
                 if precision == "fp32" and engine == "ort":
-                    stats["graphs"][name]["polygraphy_pass"] = _polygraphy_pass(per[name], got, name)
+                    want = per[name]
+                    if name == "head":  # CASE's top-K is in this graph: a proven near-tie flip is not a failure
+                        clips = len(feeds["frames"])
+                        _, exempt = exempt_clips(got, want, gaps, clips, max_abs, flipped)
+                        want, got = keep_clips(want, ~exempt, clips), keep_clips(got, ~exempt, clips)
+                    stats["graphs"][name]["polygraphy_pass"] = (_polygraphy_pass(want, got, name)
+                                                                if next(iter(got.values())).size else True)
             out = _chain(runners, feeds)
             agree = prediction_agreement(task, task_predictions(task, e2e, T), task_predictions(task, out, T))
             stats["end_to_end"] = {"outputs": compare_outputs(e2e, out), **agree}
             if precision == "fp32":
-                flipped = lambda call, rows, hf=head_feeds: ref.head_flipped(hf, call, rows)  # noqa: E731
                 stats["end_to_end"].update(tie_exemptions(out, e2e, gaps, len(feeds["frames"]), max_abs, flipped))
             _merge(acc, stats)
         acc["failures"] = _failures(precision, acc, tol.get(precision, {}))

@@ -198,3 +198,18 @@ def test_killed_run_leaves_a_readable_cache(tiny, tmp_path):
         assert main(["infer", *map(str, videos), "--bundle", str(bundle), "--engine", "ort", "-q",
                      "--caption-endpoint", srv.url, "--captions", str(cache)]) == 0
         assert set(srv.counts()) == {(v.stem, m) for v in videos for m in ("visual", "audio")} - kept
+
+
+def test_bench_reports_the_caption_cost_per_clip(tiny):
+    """`caeav bench`'s preprocessing figures: the text encoder's ms for a clip's two captions, and with an endpoint
+    the latency of both requests (asked once, nothing stored); without one, the endpoint figure is None."""
+    from caeav.runtime.bench import caption_costs
+    from caeav.runtime.bundle import Bundle
+
+    bundle, video = Bundle.load(tiny["bundle"]), tiny["videos"][0]
+    alone = caption_costs(bundle, video)
+    assert alone["text_encoder_ms"] > 0 and alone["caption_endpoint_ms"] is None
+    with CaptionServer() as srv:
+        asked = caption_costs(bundle, video, srv.url)
+        assert sorted(m for _, m in srv.requests) == ["audio", "visual"]
+    assert asked["caption_endpoint_ms"] > 0

@@ -106,17 +106,13 @@ class HeadGraph(nn.Module):
     def forward(self, v: Tensor, a: Tensor, *extra: Tensor) -> tuple[Tensor, ...]:
         """(v, a, v_cap, a_cap, *extras); the AVMoE baseline has no CASE and takes (v, a, *extras)."""
         m = self.model
-        T = m.segments
+        caps = None
         if m.case is not None:
             v_cap, a_cap, *extra = extra
-            v, a, _ = m.case(v, a, v_cap, a_cap, T)
+            caps = (v_cap, a_cap)
         named = dict(zip(self.extra_names, extra))
-        v = m.encoder.visual_norm(v)
-        f_v = v.mean(dim=1).unflatten(0, (-1, T))
-        f_a = a.mean(dim=1).unflatten(0, (-1, T))
         stages = [named[s] for s in stage_names()] if m.cfg.task.name in AVS_TASKS else []
-        enc = _Stages(stages)
-        out = m._head(v, f_v, f_a, enc, {k: named.get(k) for k in ("question", "st")})
+        out, _ = m.case_and_head(v, a, caps, _Stages(stages), {k: named.get(k) for k in ("question", "st")})
         return tuple(out[name] for name in self.output_names)
 
 

@@ -70,7 +70,6 @@ def torch_graphs(bundle, checkpoint: Optional[os.PathLike] = None, threads: Opti
     model.eval()
     if cfg.task.name != bundle.task:
         raise BundleError(f"the checkpoint is for task {cfg.task.name!r}, the bundle for {bundle.task!r}")
-    T = model.segments
 
     def projector(vis, aud):
         v_cap, a_cap = model.caption_projector(vis, aud)
@@ -86,14 +85,10 @@ def torch_graphs(bundle, checkpoint: Optional[os.PathLike] = None, threads: Opti
 
     def head(*args):
         named = dict(zip(head_inputs, args))  # v, a, v_cap, a_cap, then the task's extras (stage0..3, question, st)
-        v, a = named["v"], named["a"]
-        if model.case is not None:  # None: the AVMoE baseline (no v_cap, a_cap)
-            v, a, _ = model.case(v, a, named["v_cap"], named["a_cap"], T)
-        v = model.encoder.visual_norm(v)
-        f_v = v.mean(dim=1).unflatten(0, (-1, T))
-        f_a = a.mean(dim=1).unflatten(0, (-1, T))
+        caps = (named["v_cap"], named["a_cap"]) if "v_cap" in named else None  # None: the AVMoE baseline
         stages = SimpleNamespace(visual_stages=[named[n] for n in sorted(named) if n.startswith("stage")])
-        return model._head(v, f_v, f_a, stages, {k: named.get(k) for k in ("question", "st")})
+        out, _ = model.case_and_head(named["v"], named["a"], caps, stages, {k: named.get(k) for k in ("question", "st")})
+        return out
 
     head_outputs = [o["name"] for o in bundle.graph("head").outputs] or list(
         getattr(model.head, "export_outputs", None) or getattr(model.head, "output_names", ()))

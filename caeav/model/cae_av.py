@@ -83,26 +83,28 @@ class CAEAV(nn.Module):
         """frames `[B,T,3,H,W]`, wave `[B,T,32000]`, captions `[B,L_c,D]` (ignored by the AVMoE baseline); task extras: avvp `st` `[B,T,st_dim]` or
         `st_clips` `[B,T,3,F,S,S]` (when the head uses them; `st` wins when both are given), avqa `question`
         `[B,L_q]` and optional `neg_frames` `[B,T,3,H,W]`."""
-        T = self.segments
         enc = self.encoder(frames, wave)
-        v, a, aux = self.enrich_with_captions(enc.v, enc.a, vis_caption, aud_caption)
-        v = self.encoder.visual_norm(v)
-        f_v = v.mean(dim=1).unflatten(0, (-1, T))  # [B, T, C_v]
-        f_a = a.mean(dim=1).unflatten(0, (-1, T))  # [B, T, C_a]
-        out = dict(self._head(v, f_v, f_a, enc, extra))
+        caps = self.caption_projector(vis_caption, aud_caption) if self.caption_projector is not None else None
+        out, aux = self.case_and_head(enc.v, enc.a, caps, enc, extra)
         if self.training:
             out["aux"] = aux
             out["router_probs"] = enc.router_probs
         return out
 
-    def enrich_with_captions(self, v: Tensor, a: Tensor, vis_caption: Optional[Tensor], aud_caption: Optional[Tensor]
-                             ) -> tuple[Tensor, Tensor, Optional[dict]]:
-        """Caption projector (Eq. 15-16) + CASE (Eq. 17-21) on the encoder's final tokens: (v, a, aux). The AVMoE
-        baseline passes v, a through (aux None): its head reads the backbones' tokens directly."""
-        if self.case is None:
-            return v, a, None
-        v_cap, a_cap = self.caption_projector(vis_caption, aud_caption)
-        return self.case(v, a, v_cap, a_cap, self.segments)
+    def case_and_head(self, v: Tensor, a: Tensor, caps: Optional[tuple], enc, extra: Mapping[str, Optional[Tensor]]
+                      ) -> tuple[dict, Optional[dict]]:
+        """Everything after the encoder, for `forward`, the bundle's head graph and `--engine torch`: CASE (P Eq.
+        17-21) on the final tokens with the projected captions `caps` = (v_cap, a_cap), Swin's final norm on v, the
+        token means f_v `[B,T,C_v]`, f_a `[B,T,C_a]` and the task head. Returns (head outputs, CASE's aux). The AVMoE
+        baseline has no CASE (`caps` None, aux None): its head reads the backbones' tokens directly."""
+        T = self.segments
+        aux = None
+        if self.case is not None:
+            v, a, aux = self.case(v, a, caps[0], caps[1], T)
+        v = self.encoder.visual_norm(v)
+        f_v = v.mean(dim=1).unflatten(0, (-1, T))
+        f_a = a.mean(dim=1).unflatten(0, (-1, T))
+        return dict(self._head(v, f_v, f_a, enc, extra)), aux
 
     def _head(self, v: Tensor, f_v: Tensor, f_a: Tensor, enc, extra: Mapping[str, Optional[Tensor]]) -> dict:
         name = self.cfg.task.name

@@ -65,6 +65,12 @@ def caption_hook(cfg: ModelConfig, cache: Optional[str]):
     return reader
 
 
+def empty_features(hook) -> np.ndarray:
+    """`[L, D]` float32: what caption `hook` gives a clip it does not know, i.e. the empty caption's features (from the
+    cache's own encoder, or the tower's without a cache; zeros for the AVMoE baseline)."""
+    return hook("\0no-such-clip")["caption_visual"]
+
+
 def caption_coverage_note(hook, dataset) -> Optional[str]:
     """One line: how many of `dataset`'s clips the caption cache knows (None without a cache). A cache keyed by other
     ids (AVE: the video id, LLP: the file name `<id>_<start>_<end>`) would otherwise train on empty captions silently."""

@@ -104,7 +104,7 @@ def evaluate_checkpoint(checkpoint: str, data_root: str, split: str = "test", ta
 
     set_threads(threads)
     from caeav.model.checkpoint import load_checkpoint
-    from caeav.train.batches import build_split, caption_hook, collate
+    from caeav.train.batches import build_split, caption_hook, collate, empty_features
     from caeav.train.evaluate import SCORE_KEY, evaluate
     from caeav.train.perturb import PerturbedDataset, parse_perturbations
     from caeav.train.sampler import EpochSampler
@@ -116,7 +116,8 @@ def evaluate_checkpoint(checkpoint: str, data_root: str, split: str = "test", ta
     model, cfg = load_checkpoint(checkpoint, device=dev)
     if task is not None and canonical_task(task) != cfg.task.name:
         raise CaeavError(f"{checkpoint} holds a {cfg.task.name} model, not {canonical_task(task)}")
-    dataset = build_split(cfg, split, data_root, caption_hook(cfg, captions), media_cache)
+    hook = caption_hook(cfg, captions)
+    dataset = build_split(cfg, split, data_root, hook, media_cache)
     precision = resolve_precision(cfg.task.train.precision, dev)
 
     def run(data) -> dict:
@@ -128,9 +129,7 @@ def evaluate_checkpoint(checkpoint: str, data_root: str, split: str = "test", ta
     clean = run(dataset)
     if not wanted:
         return clean
-    empty = None
-    if any(p.name == "drop-captions" for p in wanted):
-        empty = caption_hook(cfg, None)("")["caption_visual"]  # the empty caption's (AVMoE: zeros, unused)
+    empty = empty_features(hook) if any(p.name == "drop-captions" for p in wanted) else None
     rows = {}
     for p in wanted:
         data = PerturbedDataset(dataset, p, seed=seed, sample_rate=cfg.frontend.sample_rate, empty_caption=empty)

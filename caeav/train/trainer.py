@@ -36,8 +36,8 @@ from caeav.files import write_bytes_atomic, write_json_atomic
 from caeav.model.checkpoint import (load_model_weights, load_trainer_state, resolve_checkpoint_dir, save_checkpoint,
                                     unwrap)
 from caeav.train import distributed as D
-from caeav.train.batches import (build_split, caption_coverage_note, caption_hook, collate, loss_targets, model_inputs,
-                                 st_source_note, to_device)
+from caeav.train.batches import (build_split, caption_coverage_note, caption_hook, collate, empty_features,
+                                 loss_targets, model_inputs, st_source_note, to_device)
 from caeav.train.evaluate import evaluate
 from caeav.train.interrupt import StopRequest, ignore_stop_signals
 from caeav.train.logger import RunLogger
@@ -157,7 +157,7 @@ class Trainer:
                 self.log.info(note)
         from caeav.train.augment import Augmenter
 
-        empty = self.captions("\0no-such-clip")["caption_visual"] if train.caption_dropout > 0 else None
+        empty = empty_features(self.captions) if train.caption_dropout > 0 else None
         self.augment = Augmenter(cfg, empty)  # caption_dropout / av_shuffle (off in the paper's recipe)
         return state
 

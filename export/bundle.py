@@ -1,7 +1,8 @@
 """`export_bundle`: a PyTorch CAE-AV model -> a deployable bundle directory (bundle contract, decisions D9/D10).
 
 Order of work, all inside `<out>.tmp-<pid>` (`caeav.files.staged_dir`): the four FP32 graphs, `empty_caption.npy`, `postprocess.json`, the
-pre-flight against TensorRT's operator matrix, the precision variants (`*.fp16.onnx`, `*.int8.onnx`), and
+pre-flight against TensorRT's operator matrix, the precision variants (`*.fp16.onnx`, `*.int8.onnx`,
+`*.int8cpu.onnx`), and
 `manifest.json` last. Then the directory is renamed onto `<out>` (an older bundle there is moved aside first and
 deleted after). An export that fails or is interrupted removes its temporary directory; one that is killed leaves
 `<out>.tmp-<pid>` without a manifest, which no reader takes for a bundle. TensorRT engines (`--engine trt`) are
@@ -22,8 +23,9 @@ from caeav.errors import ExportError
 from caeav.export.dedup import dedupe_file
 from caeav.export.manifest import FORMAT, MANIFEST, graph_entry, sha256_file, write_json_atomic
 
-PRECISIONS = ("fp32", "fp16", "int8")
-TOLERANCES = {"fp32": {"max_abs": 1e-4}, "fp16": {"cosine": 0.999, "agreement": 0.99}, "int8": {"cosine": 0.99}}
+PRECISIONS = ("fp32", "fp16", "int8", "int8cpu")
+TOLERANCES = {"fp32": {"max_abs": 1e-4}, "fp16": {"cosine": 0.999, "agreement": 0.99}, "int8": {"cosine": 0.99},
+              "int8cpu": {"cosine": 0.99, "agreement": 0.99}}
 # The encoder (and AVVP's R(2+1)D-18 stream, ~0.4 TFLOP per clip) hold nearly all the compute; the others stay FP32 in
 # an int8 bundle. (quantize_int8 calibrates one sample of axis 0 at a time, which the head's mixed B / B·T inputs do
 # not allow.)
@@ -126,12 +128,25 @@ def _int8_variants(tmp: Path, calib: dict, fallback: Callable[[], dict], graphs:
     return sampled
 
 
+def _int8cpu_variants(tmp: Path, graphs: dict, log) -> None:
+    """onnxruntime-native INT8 of `INT8_GRAPHS` for the CPU provider (`caeav.calibration.ort_int8`; no calibration)."""
+    from caeav.calibration.ort_int8 import quantize_int8_cpu
+
+    for name in INT8_GRAPHS:
+        if name in graphs:
+            log(f"int8cpu: quantising {name} (onnxruntime dynamic quantisation)")
+            quantize_int8_cpu(tmp / f"{name}.onnx", tmp / f"{name}.int8cpu.onnx")
+            dedupe_file(tmp / f"{name}.int8cpu.onnx")
+            graphs[f"{name}.int8cpu"] = graph_entry(tmp, f"{name}.int8cpu.onnx", "int8cpu")
+
+
 def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] = ("fp32",),
                   batch: Sequence[int] = DEFAULT_BATCH, calib: Optional[dict] = None, seed: int = 0,
                   opset: int = 18, checkpoint=None, log: Callable[[str], None] = lambda s: None) -> Path:
     """Export `model` (eval mode) and the caption `tower` into the bundle directory `out`; returns its path.
 
-    `precisions`: "fp32" always, plus "fp16" and/or "int8". `batch`: (min, opt, max) of the TensorRT profile, also
+    `precisions`: "fp32" always, plus any of "fp16", "int8" (Q/DQ, for TensorRT) and "int8cpu" (onnxruntime's CPU
+    provider). `batch`: (min, opt, max) of the TensorRT profile, also
     the batch sizes the parity checks run. `checkpoint`: a caeav checkpoint directory whose inference files are copied
     into the bundle's `checkpoint/` (checksummed like the graphs; `caeav parity` and `--engine torch` use it, wherever
     the bundle is moved). `calib`: INT8 calibration inputs `{"frames", "wave", ...}` (numpy); without
@@ -177,7 +192,8 @@ def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] 
         if "fp16" in precisions:
             for spec in specs:
                 log(f"fp16: converting {spec.name}")
-                convert_fp16(tmp / f"{spec.name}.onnx", tmp / f"{spec.name}.fp16.onnx", spec.example)
+                convert_fp16(tmp / f"{spec.name}.onnx", tmp / f"{spec.name}.fp16.onnx", spec.example, log=log,
+                             segments=int(cfg.task.segments))
                 dedupe_file(tmp / f"{spec.name}.fp16.onnx")  # one copy per weight (AutoCast gives one per consumer)
                 graphs[f"{spec.name}.fp16"] = graph_entry(tmp, f"{spec.name}.fp16.onnx", "fp16")
         calibration = None
@@ -187,7 +203,10 @@ def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] 
             calibration = "clips" if calib is not None else "sample-inputs"
             if calib is not None and sampled:
                 calibration += f" ({', '.join(sampled)}: sample-inputs)"
-        variants = [g["file"] for g in graphs.values() if g["precision"] != "fp32"]
+        if "int8cpu" in precisions:
+            _int8cpu_variants(tmp, graphs, log)
+        # int8cpu graphs are onnxruntime-only (DynamicQuantizeLinear / MatMulInteger): no TensorRT pre-flight
+        variants = [g["file"] for g in graphs.values() if g["precision"] not in ("fp32", "int8cpu")]
         if variants:
             preflight_bundle_graphs(tmp, variants)
         files = {name: {"file": name, "sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}

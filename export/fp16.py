@@ -6,11 +6,15 @@ Kept in FP32, with Cast nodes at their boundaries:
   Pow/ReduceSum (CASE's saliency ‖x‖² over 1536 channels overflows 65504), Log;
 * by module: every node the exporter recorded under the log-mel front end (`frontend` scope): power spectra span
   many decades before the log;
-* by value (Model Optimizer only): nodes whose outputs exceed `data_max` on the example inputs.
+* by value (Model Optimizer only): nodes whose outputs exceed `data_max` on the example inputs (their first clip,
+  `one_clip`).
 Graph inputs and outputs stay float32 (`keep_io_types`), so the runtime feeds and reads the same dtypes.
 
-Backends: NVIDIA Model Optimizer's AutoCast (`modelopt.onnx.autocast`, the export extra) when importable, else
-onnxconverter-common's `float16` converter with the same block lists. `convert_fp16(..., backend=...)` forces one.
+Backends: NVIDIA Model Optimizer's AutoCast (`modelopt.onnx.autocast`, the export extra) when importable and its
+reference run fits in memory, else onnxconverter-common's `float16` converter with the same block lists. AutoCast's
+reference run keeps every intermediate tensor of the graph: for the paper AVE encoder that is 19.3 GB at one clip
+(`reference_run_bytes`), and it was killed for memory on a 24 GB machine, so a graph whose reference run needs more
+than half the available memory goes to onnxconverter-common, with a log line saying so. `convert_fp16(..., backend=...)` forces one.
 """
 
 from __future__ import annotations
@@ -40,9 +44,52 @@ def _scoped_nodes(model, scopes) -> list[str]:
     return nodes_in_scopes(model, scopes)
 
 
-def _backend(choice: str) -> str:
+_ELEM_BYTES = {1: 4, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}  # float, int32, int64, bool, float16, double, bfloat16
+
+
+def reference_run_bytes(model, feeds: Mapping[str, np.ndarray], segments: int = 10) -> int:
+    """Bytes of every intermediate tensor of `model` (its value_info shapes) at the shapes of `feeds`: what
+    AutoCast's reference run holds at once. Symbolic dims take their size from the graph inputs that carry them,
+    else the bundle contract's (`batch` = clips, `batch_t` = clips × `segments`); any other counts 1."""
+    clips = min((int(np.shape(v)[0]) for v in feeds.values()), default=1)
+    sizes: dict = {"batch": clips, "batch_t": clips * int(segments)}
+    for inp in model.graph.input:
+        if inp.name in feeds:
+            for d, n in zip(inp.type.tensor_type.shape.dim, np.shape(feeds[inp.name])):
+                if d.dim_param:
+                    sizes[d.dim_param] = int(n)
+    total = 0
+    for v in model.graph.value_info:
+        t = v.type.tensor_type
+        n = 1
+        for d in t.shape.dim:
+            n *= d.dim_value or sizes.get(d.dim_param, 1)
+        total += n * _ELEM_BYTES.get(t.elem_type, 4)
+    return total
+
+
+def available_bytes() -> Optional[int]:
+    """MemAvailable of /proc/meminfo (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            return next((int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("MemAvailable:")), None)
+    except OSError:
+        return None
+
+
+def _backend(choice: str, model=None, feeds=None, log=None, segments: int = 10) -> str:
+    """`choice`, or for "auto": Model Optimizer's AutoCast when it is installed and its reference run fits in half
+    of this machine's available memory, else onnxconverter-common (`log` says why)."""
     if choice != "auto":
         return choice
+    if model is not None:
+        need, have = reference_run_bytes(model, feeds or {}, segments), available_bytes()
+        if have is not None and need > have / 2:
+            if log:
+                log(f"fp16: AutoCast's reference run would hold {need / 1e9:.1f} GB of intermediate tensors (this "
+                    f"machine has {have / 1e9:.1f} GB available): converting by op type and scope only "
+                    "(onnxconverter-common), without the data_max check")
+            return "onnxconverter"
     try:
         import modelopt.onnx.autocast  # noqa: F401
 
@@ -102,16 +149,30 @@ def _symbolic_shapes(fp32, out) -> None:
             tt.ClearField("shape")
 
 
-def convert_fp16(src, dst, feeds: Optional[Mapping[str, np.ndarray]] = None, backend: str = "auto") -> Path:
-    """Write the mixed FP16 version of the ONNX graph `src` to `dst` (module doc); `feeds` are example inputs."""
+def one_clip(feeds: Mapping[str, np.ndarray]) -> dict:
+    """The first clip of example inputs: per-clip inputs [B, ...] keep 1 row, per-frame inputs [B·T, ...] keep T.
+    AutoCast's reference run keeps every intermediate tensor of the graph in memory: on the paper AVE encoder at
+    batch 2 that passed 24 GB (killed for memory), so it runs on one clip."""
+    if not feeds:
+        return {}
+    clips = min(int(np.shape(v)[0]) for v in feeds.values())
+    if clips <= 1:
+        return dict(feeds)
+    return {k: np.asarray(v)[: int(np.shape(v)[0]) // clips] for k, v in feeds.items()}
+
+
+def convert_fp16(src, dst, feeds: Optional[Mapping[str, np.ndarray]] = None, backend: str = "auto",
+                 log=None, segments: int = 10) -> Path:
+    """Write the mixed FP16 version of the ONNX graph `src` to `dst` (module doc); `feeds` are example inputs,
+    `segments` the T of the graph's `batch_t` dims."""
     import onnx
 
     src, dst = Path(src), Path(dst)
     model = onnx.load(str(src))
     inputs = {i.name for i in model.graph.input}
-    feeds = {k: v for k, v in (feeds or {}).items() if k in inputs}
+    feeds = one_clip({k: v for k, v in (feeds or {}).items() if k in inputs})
     exclude = _scoped_nodes(model, KEEP_FP32_SCOPES)
-    chosen = _backend(backend)
+    chosen = _backend(backend, model, feeds, log, segments)
     try:
         if chosen == "modelopt":
             out = _modelopt(src, feeds, exclude)

@@ -5,14 +5,18 @@
 
 For every (engine, precision, batch): the model is loaded, run `warmup` times (not timed), then `repeats` times.
 Latency per clip = time of one call / batch (p50, p95 over the repeats); clips/s = batch / median call time; peak
-memory = the process's peak resident set while that configuration ran (VmHWM after resetting it through
-/proc/self/clear_refs; on systems without it, the lifetime peak); speed-up = PyTorch FP32 eager clips/s at the same
+memory = the process's peak resident set while that configuration ran (VmHWM after returning freed heap with glibc's
+malloc_trim and resetting it through /proc/self/clear_refs; on systems without it, the lifetime peak; `base_mem_mb`
+in the JSON is the RSS when the row started, its model loaded: what earlier rows left in the process counts in both,
+so compare engines' memory in fresh processes, benchmarks/ort_memory.py, when it matters); speed-up = PyTorch FP32 eager clips/s at the same
 batch, measured in the same run, divided into this row's clips/s; parity = max |Δ| of the head outputs against that
 PyTorch run and the share of the task's predictions that agree (`TaskAdapter.bench_labels`: AVE / AVVP per-second
 labels, AVS mask pixels, AVQA answers; the head's extra inputs, such as AVQA's question, from
 `TaskAdapter.bench_feeds`); GFLOP/s = the FLOPs per clip `caeav export` counted for the graphs one clip runs
 (`Bundle.flops_per_clip`, the manifest's "flops") × clips/s, "?" (and `gflop_s: null` in the JSON, with
-`flops_note` saying why) for a bundle exported before caeav recorded them. Preprocessing (decode of the clip +
+`flops_note` saying why) for a bundle exported before caeav recorded them; with `--roofline`, "of GEMM" = that
+GFLOP/s over this machine's GEMM rate of the row's arithmetic, measured in the same run (`caeav.runtime.roofline`).
+Precision "bf16" is a PyTorch-only row (CPU BF16 autocast of the same model). Preprocessing (decode of the clip +
 caption features) is timed separately. PyTorch is imported only for the torch engine; without torch or a checkpoint
 its rows say why.
 """
@@ -53,9 +57,11 @@ class BenchRow:
     clips_per_s: Optional[float] = None
     gflop_s: Optional[float] = None  # achieved: the bundle's FLOPs per clip × clips/s (None: FLOPs unknown)
     peak_mem_mb: Optional[float] = None
+    base_mem_mb: Optional[float] = None  # RSS when the row started (the model loaded; what earlier rows left behind)
     speedup: Optional[float] = None
     max_abs_diff: Optional[float] = None
     label_agreement: Optional[float] = None
+    roofline_share: Optional[float] = None  # gflop_s / this machine's GEMM rate of the row's arithmetic (roofline.py)
     detail: str = ""
 
 
@@ -71,17 +77,36 @@ class BenchResult:
     agreement: str = "labels"  # what the "agree" column compares (TaskAdapter.agreement)
     flops_per_clip: Optional[int] = None  # Bundle.flops_per_clip (recorded at export); None: unknown
     flops_note: str = ""  # why GFLOP/s is unknown (empty when known)
+    roofline: Optional[dict] = None  # GemmRates.to_dict() measured in this run (--roofline), else None
 
     def to_dict(self) -> dict:
         return {**{k: v for k, v in asdict(self).items() if k != "rows"}, "rows": [asdict(r) for r in self.rows]}
 
 
 def _reset_peak() -> None:
+    """Start a new peak-memory window: give freed heap back to the system first (glibc keeps the pages of a model
+    just deleted, which would count against the next configuration), then reset VmHWM to the current RSS."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the peak may include what the previous configuration freed
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
     except OSError:
         pass
+
+
+def _rss_mb() -> Optional[float]:
+    """The process's resident set now (VmRSS), MiB; None where /proc is missing."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next((round(int(ln.split()[1]) / 1024, 1) for ln in fh if ln.startswith("VmRSS:")), None)
+    except OSError:
+        return None
 
 
 def _peak_mb() -> Optional[float]:
@@ -215,8 +240,12 @@ def _agreement(bundle: Bundle, out: dict, ref: dict) -> float:
 
 def run_bench(bundle_path, engines: Sequence[str] = ("torch", "ort"), batches: Sequence[int] = (1,),
               precisions: Sequence[str] = ("fp32",), repeats: int = 10, warmup: int = 2, clip=None,
-              checkpoint=None, threads: Optional[int] = None, progress=None, caption_endpoint=None) -> BenchResult:
-    """Measure every (engine, precision, batch) (module docstring); PyTorch FP32 runs first as the reference."""
+              checkpoint=None, threads: Optional[int] = None, progress=None, caption_endpoint=None,
+              roofline: int = 0) -> BenchResult:
+    """Measure every (engine, precision, batch) (module docstring); PyTorch FP32 runs first as the reference
+    ("bf16" in `precisions` adds PyTorch BF16 autocast; it has no ONNX twin). `roofline`: also measure this
+    machine's GEMM rates (`caeav.runtime.roofline`, `roofline`² matrices; 0: not measured) and give each row its
+    share of them."""
     bundle = Bundle.load(bundle_path)
     if repeats < 1 or warmup < 0 or not batches or min(batches) < 1:
         raise CaeavError("bench needs repeats >= 1, warmup >= 0 and batch sizes >= 1")
@@ -232,8 +261,7 @@ def run_bench(bundle_path, engines: Sequence[str] = ("torch", "ort"), batches: S
                          flops_note="" if bundle.flops_per_clip else UNKNOWN_FLOPS)
     reference: dict = {}
     for engine in ["torch"] + [e for e in dict.fromkeys(engines) if e != "torch"]:  # the reference runs first
-        for precision in ["fp32"] if engine == "torch" else list(dict.fromkeys(precisions)):
-            gc.collect()
+        for precision in _engine_precisions(engine, precisions):
             _reset_peak()
             try:
                 model = load_model(bundle, engine, precision, checkpoint=checkpoint, threads=threads)
@@ -244,12 +272,32 @@ def run_bench(bundle_path, engines: Sequence[str] = ("torch", "ort"), batches: S
             for batch in batches:
                 if progress:
                     progress(f"{engine} {precision} batch {batch}")
-                row = _row(model, engine, precision, batch, inputs, warmup, repeats, reference)
-                row.gflop_s = achieved_gflop_s(result.flops_per_clip, row.clips_per_s)
+                row = _row(model, engine, precision, batch, inputs, warmup, repeats, reference, result.flops_per_clip)
                 result.rows.append(row)
                 _reset_peak()
             del model
+    if roofline:
+        _add_roofline(result, threads, int(roofline), torch_too="torch" in engines or "bf16" in precisions)
     return result
+
+
+def _engine_precisions(engine: str, precisions: Sequence[str]) -> list[str]:
+    """The precisions one engine runs: torch fp32 (the reference) and bf16 when asked; the others all but bf16."""
+    wanted = list(dict.fromkeys(precisions))
+    if engine == "torch":
+        return ["fp32"] + (["bf16"] if "bf16" in wanted else [])
+    return [p for p in wanted if p != "bf16"]
+
+
+def _add_roofline(result: BenchResult, threads: Optional[int], size: int, torch_too: bool) -> None:
+    """This machine's GEMM rates (after the engines, so they do not share the memory peaks) and each row's share."""
+    from .roofline import gemm_rates
+
+    gc.collect()
+    rates = gemm_rates(threads=threads, size=size, torch_too=torch_too)
+    result.roofline = rates.to_dict()
+    for row in result.rows:
+        row.roofline_share = rates.share(row.precision, row.gflop_s)
 
 
 def achieved_gflop_s(flops_per_clip: Optional[int], clips_per_s: Optional[float]) -> Optional[float]:
@@ -260,22 +308,28 @@ def achieved_gflop_s(flops_per_clip: Optional[int], clips_per_s: Optional[float]
 
 
 def _row(model, engine: str, precision: str, batch: int, inputs: dict, warmup: int, repeats: int,
-         reference: dict) -> BenchRow:
-    row = BenchRow(engine, precision, batch, detail=model.describe())
+         reference: dict, flops_per_clip: Optional[int] = None) -> BenchRow:
+    row = BenchRow(engine, precision, batch, detail=model.describe(), base_mem_mb=_rss_mb())
     times, out = _measure(model, inputs, batch, warmup, repeats)
     row.peak_mem_mb = _peak_mb()
     per_clip = sorted(1000 * t / batch for t in times)
     row.p50_ms = round(statistics.median(per_clip), 2)
     row.p95_ms = round(float(np.percentile(per_clip, 95)), 2)
-    row.clips_per_s = round(batch / statistics.median(times), 2)
-    if engine == "torch":
-        reference[batch] = (row.clips_per_s, out)
+    speed = batch / statistics.median(times)  # unrounded: the paper model runs well under 1 clip/s on a CPU
+    row.clips_per_s = float(f"{speed:.4g}")
+    row.gflop_s = achieved_gflop_s(flops_per_clip, speed)
+    if engine == "torch" and precision == "fp32":  # the reference (bf16 is a row compared with it)
+        reference[batch] = (speed, out)
     if batch in reference:
         ref_speed, ref_out = reference[batch]
-        row.speedup = round(row.clips_per_s / ref_speed, 2)
+        row.speedup = round(speed / ref_speed, 2)
         row.max_abs_diff = float(max(np.abs(out[k] - ref_out[k]).max() for k in ref_out if k in out))
         row.label_agreement = _agreement(model.bundle, out, ref_out)
     return row
+
+
+def _share(share: Optional[float]) -> str:
+    return "-" if share is None else f"{100 * share:.0f} %"
 
 
 def print_bench(result: BenchResult, console=None) -> None:
@@ -285,8 +339,9 @@ def print_bench(result: BenchResult, console=None) -> None:
     console = console or Console(width=None if sys.stdout.isatty() else 140)
     table = Table(title=f"caeav bench: {Path(result.bundle).name} ({result.task}), clip {result.clip}, "
                         f"{result.date}", title_justify="left")
-    for col in ("engine", "precision", "batch", "p50 ms", "p95 ms", "clips/s", "GFLOP/s", "peak MB", "speed-up",
-                "max |Δ|", "agree"):
+    cols = ["engine", "precision", "batch", "p50 ms", "p95 ms", "clips/s", "GFLOP/s", "peak MB", "speed-up",
+            "max |Δ|", "agree"] + (["of GEMM"] if result.roofline else [])
+    for col in cols:
         table.add_column(col, justify="left" if col in ("engine", "precision") else "right")
 
     def fmt(x, spec):
@@ -294,13 +349,14 @@ def print_bench(result: BenchResult, console=None) -> None:
 
     for r in result.rows:
         if r.status != "ok":
-            table.add_row(r.engine, r.precision, str(r.batch), f"[dim]{r.status}[/dim]", *[""] * 7)
+            table.add_row(r.engine, r.precision, str(r.batch), f"[dim]{r.status}[/dim]", *[""] * (len(cols) - 4))
             continue
         table.add_row(r.engine, r.precision, str(r.batch), fmt(r.p50_ms, ".1f"), fmt(r.p95_ms, ".1f"),
-                      fmt(r.clips_per_s, ".2f"), "?" if r.gflop_s is None else f"{r.gflop_s:.1f}",
+                      fmt(r.clips_per_s, ".3g"), "?" if r.gflop_s is None else f"{r.gflop_s:.1f}",
                       fmt(r.peak_mem_mb, ".0f"),
                       "-" if r.speedup is None else f"{r.speedup:.2f}x", fmt(r.max_abs_diff, ".2e"),
-                      "-" if r.label_agreement is None else f"{100 * r.label_agreement:.0f} %")
+                      "-" if r.label_agreement is None else f"{100 * r.label_agreement:.0f} %",
+                      *([_share(r.roofline_share)] if result.roofline else []))
     console.print(table)
     console.print(f"latency per clip; speed-up and parity (max |Δ| of the head outputs, share of {result.agreement} "
                   "that agree) against PyTorch FP32 eager at the same batch, measured in this run", style="dim")
@@ -309,6 +365,12 @@ def print_bench(result: BenchResult, console=None) -> None:
                       "one clip runs) × clips/s", style="dim")
     else:
         console.print(f"GFLOP/s unknown (?): {result.flops_note or UNKNOWN_FLOPS}", style="dim")
+    if result.roofline:
+        got = result.roofline["measured_gflop_s"]
+        console.print(f"of GEMM = GFLOP/s over this machine's {result.roofline['size']}² GEMM rate measured in this run "
+                      "(fp32/fp16 rows: best FP32; bf16: torch BF16; int8: ORT MatMulInteger u8×s8): "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in got.items() if v) + " GFLOP/s"
+                      + "".join(f"; {n}" for n in result.roofline["notes"]), style="dim")
     pre = result.preprocess_ms
     console.print(f"preprocessing per clip (not in the latencies above): decode {pre['decode_ms']:.1f} ms, "
                   f"captions {pre['captions_ms']:.1f} ms; machine: {result.machine}", style="dim")

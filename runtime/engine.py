@@ -202,7 +202,9 @@ def load_model(bundle: Bundle, engine: str = "auto", precision: str = "fp32",
     if engine == "torch":
         from .session_torch import torch_graphs
 
-        return LoadedModel(bundle, "torch", "fp32", torch_graphs(bundle, checkpoint, threads), notes, frames)
+        precision = precision if precision == "bf16" else "fp32"  # the bundle's fp16/int8 graphs have no torch twin
+        return LoadedModel(bundle, "torch", precision, torch_graphs(bundle, checkpoint, threads, precision), notes,
+                           frames)
     if precision not in bundle.precisions and precision != "fp32":
         raise BundleError(f"{bundle.path}: no {precision} graphs in this bundle "
                           f"(it has {', '.join(bundle.precisions)})")

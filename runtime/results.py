@@ -6,7 +6,8 @@
       "interrupted": bool,                         # true: stopped by SIGINT/SIGTERM; "videos" holds those finished
       "bundle": {"path": str, "task": "ave" | "avvp" | "avs_s4" | "avs_ms3" | "avqa", "segments": T,
                  "image_size": S},
-      "engine": {"name": "ort" | "trt" | "torch", "precision": "fp32" | "fp16" | "int8", "detail": str},
+      "engine": {"name": "ort" | "trt" | "torch", "precision": "fp32" | "fp16" | "int8" | "int8cpu" | "bf16",
+                 "detail": str},
       "videos": [
         {
           "path": str,

@@ -37,31 +37,39 @@ def reference_model(bundle, checkpoint: Optional[os.PathLike] = None):
                       "they came from: pass --checkpoint DIR (a caeav checkpoint)")
 
 
+TORCH_PRECISIONS = ("fp32", "bf16")
+
+
 class TorchGraph:
     """A piece of the PyTorch model called like a bundle graph: numpy dict in, numpy dict out."""
 
     kind = "torch"
 
-    def __init__(self, name: str, fn, input_names, output_names, torch_module):
+    def __init__(self, name: str, fn, input_names, output_names, torch_module, precision: str = "fp32"):
         self.name, self.fn = name, fn
         self.input_names, self.output_names = list(input_names), list(output_names)
-        self.torch = torch_module
+        self.torch, self.precision = torch_module, precision
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
             outs = self.fn(*args)
         return {n: outs[n].float().numpy() if outs[n].is_floating_point() else outs[n].numpy()
                 for n in self.output_names}
 
     def describe(self) -> str:
-        return f"PyTorch {self.torch.__version__} eager {self.name}"
+        mode = " BF16 autocast" if self.precision == "bf16" else ""
+        return f"PyTorch {self.torch.__version__} eager{mode} {self.name}"
 
 
-def torch_graphs(bundle, checkpoint: Optional[os.PathLike] = None, threads: Optional[int] = None) -> dict:
+def torch_graphs(bundle, checkpoint: Optional[os.PathLike] = None, threads: Optional[int] = None,
+                 precision: str = "fp32") -> dict:
     """{"caption_projector", "encoder", "head" (+ "st_stream"): TorchGraph} built from a checkpoint (module
-    docstring)."""
+    docstring). `precision` "bf16": every graph runs under CPU BF16 autocast (`torch.autocast("cpu",
+    torch.bfloat16)`: matrix products and convolutions in BF16, the rest FP32), a reference row of `caeav bench`."""
+    if precision not in TORCH_PRECISIONS:
+        raise BundleError(f"the torch engine runs {' or '.join(TORCH_PRECISIONS)}, not {precision}")
     import torch  # lazily: the runtime never imports torch unless this engine is asked for
 
     if threads:
@@ -98,12 +106,12 @@ def torch_graphs(bundle, checkpoint: Optional[os.PathLike] = None, threads: Opti
             raise BundleError(f"{bundle.path}: the bundle runs the R(2+1)D-18 stream but the checkpoint's model has "
                               "none (task.head.st_dim = 0)")
         graphs["st_stream"] = TorchGraph("st_stream", lambda clips: {"st": model.st_stream.segments(clips)},
-                                         ["st_clips"], ["st"], torch)
+                                         ["st_clips"], ["st"], torch, precision)
     if "caption_projector" in bundle.chain:
         graphs["caption_projector"] = TorchGraph("caption_projector", projector, ["vis_caption", "aud_caption"],
-                                                 ["v_cap", "a_cap"], torch)
+                                                 ["v_cap", "a_cap"], torch, precision)
     return {
         **graphs,
-        "encoder": TorchGraph("encoder", encoder, ["frames", "wave"], enc_outputs, torch),
-        "head": TorchGraph("head", head, head_inputs, head_outputs, torch),
+        "encoder": TorchGraph("encoder", encoder, ["frames", "wave"], enc_outputs, torch, precision),
+        "head": TorchGraph("head", head, head_inputs, head_outputs, torch, precision),
     }

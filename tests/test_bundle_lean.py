@@ -1,6 +1,6 @@
 """Lean bundles (issue 17): each weight once per precision, and bundle bytes within 1.1 × the parameter bytes.
 
-Rules, on the shared tiny AVE bundle (FP32 + FP16 + INT8, tests/tiny_exports.py):
+Rules, on the shared tiny AVE bundle (FP32 + FP16 + INT8 + INT8-CPU, tests/tiny_exports.py):
 
 * no duplicated initializer within a graph or across the graphs the runtime loads at one precision (`Bundle.graph`:
   a graph's variant, else its FP32 file), compared by a SHA-256 of dtype, shape and bytes. Exempt: tensors under
@@ -11,7 +11,8 @@ Rules, on the shared tiny AVE bundle (FP32 + FP16 + INT8, tests/tiny_exports.py)
   the parameter bytes = every parameter and buffer of the model and the caption text tower, 4 bytes per element,
   each counted once (built on the meta device from the manifest's config); at FP16 ≤ 1.1 × 0.6 × the parameter
   bytes (half-width weights, plus the few tensors AutoCast keeps FP32: the front end's DFT kernel and mel tables);
-  at INT8 (Q/DQ encoder whose weights stay FP32, FP32 elsewhere) ≤ the FP32 bound. `checkpoint/` is not counted: it
+  at INT8 (Q/DQ encoder whose weights stay FP32, FP32 elsewhere) ≤ the FP32 bound; at INT8-CPU (int8 weights in
+  the encoder) below the FP32 bytes. `checkpoint/` is not counted: it
   is the optional PyTorch copy of the weights (`--no-checkpoint`).
 """
 
@@ -54,7 +55,7 @@ def _digests(path) -> list:
     return out
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "int8cpu"])
 def test_no_duplicated_initializer(bundle, precision):
     assert precision in bundle.precisions
     where = defaultdict(list)
@@ -89,10 +90,11 @@ def _bytes(bundle: Bundle, precision: str) -> int:
 
 def test_bundle_bytes_within_parameter_bytes(bundle):
     params = _parameter_bytes(bundle)
-    fp32, fp16, int8 = (_bytes(bundle, p) for p in ("fp32", "fp16", "int8"))
+    fp32, fp16, int8, int8cpu = (_bytes(bundle, p) for p in ("fp32", "fp16", "int8", "int8cpu"))
     assert fp32 <= 1.1 * params, (fp32, params)
     assert fp16 <= 0.6 * 1.1 * params, (fp16, params)
     assert int8 <= 1.1 * params, (int8, params)
+    assert int8cpu < fp32, (int8cpu, fp32)  # its encoder weights are int8
 
 
 def test_dedupe_file_merges_copies_and_keeps_external_data(tmp_path):

@@ -115,3 +115,39 @@ def test_altered_file_is_detected(bundles, tmp_path):
     with pytest.raises(BundleError, match="head.onnx"):
         verify_bundle(bundle)
     assert main(["parity", str(bundle)]) != 0
+
+
+def test_fp16_reference_run_takes_one_clip():
+    """AutoCast's reference run keeps every intermediate tensor, so `convert_fp16` gives it the first clip only:
+    per-clip inputs one row, per-frame (B·T) inputs T rows (the head's mixed inputs stay consistent)."""
+    from caeav.export.fp16 import one_clip
+
+    feeds = {"v": np.zeros((20, 4)), "v_cap": np.zeros((2, 77, 8)), "question": np.zeros((2, 14), np.int64)}
+    got = one_clip(feeds)
+    assert {k: v.shape[0] for k, v in got.items()} == {"v": 10, "v_cap": 1, "question": 1}
+    assert one_clip({"frames": np.zeros((1, 10, 3))})["frames"].shape == (1, 10, 3) and one_clip({}) == {}
+
+
+def test_fp16_backend_avoids_a_reference_run_that_does_not_fit(monkeypatch):
+    """AutoCast's reference run holds every intermediate tensor: `reference_run_bytes` counts them at the example's
+    shapes (symbolic dims from the inputs), and "auto" picks onnxconverter-common, saying why, when they need more
+    than half the available memory (the paper AVE encoder: 19.3 GB at one clip, killed on a 24 GB machine)."""
+    from onnx import TensorProto, helper
+
+    from caeav.export import fp16
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], "g",
+                              [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch_t", 64])],
+                              value_info=[helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch_t", 64])])
+    model = helper.make_model(graph)  # h has a B·T dim no input carries: T = segments
+    feeds = {"x": np.zeros((1, 64), np.float32)}
+    assert fp16.reference_run_bytes(model, feeds, segments=10) == 10 * 64 * 4
+    said = []
+    monkeypatch.setattr(fp16, "available_bytes", lambda: 4 * 10 * 64)  # half of it is less than the run needs
+    assert fp16._backend("auto", model, feeds, said.append, segments=10) == "onnxconverter"
+    assert "reference run would hold" in said[0]
+    monkeypatch.setattr(fp16, "available_bytes", lambda: 1 << 40)
+    assert fp16._backend("auto", model, feeds, said.append, segments=10) in ("modelopt", "onnxconverter")
+    assert len(said) == 1
+    assert fp16._backend("onnxconverter", model, feeds) == "onnxconverter"

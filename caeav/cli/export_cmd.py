@@ -39,6 +39,14 @@ def _engines(out: Path, precision: str, batch) -> None:
         update_manifest(out, lambda m: m.setdefault("engines", {}).update(built))
 
 
+def _timed_log():
+    """Progress lines on stderr with the seconds since the export started (what each stage costs)."""
+    import time
+
+    t0 = time.perf_counter()
+    return lambda s: typer.echo(f"  [{time.perf_counter() - t0:6.1f} s] {s}", err=True)
+
+
 def export(
     out: Path = typer.Option(..., "--out", "-o", help="bundle directory to write"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="caeav checkpoint directory (best/, last/)"),
@@ -46,7 +54,8 @@ def export(
     random_weights: bool = typer.Option(False, "--random-weights", help="seeded random weights (tests, demos)"),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="ave, avvp, avqa, avs_s4 (avs), avs_ms3"),
     engine: str = typer.Option("onnx", "--engine", help="onnx, or trt (also build TensorRT engines)"),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16, int8 or a comma list such as fp16,int8 "
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16, int8 (Q/DQ for TensorRT), int8cpu "
+                                  "(onnxruntime's CPU INT8, no calibration) or a comma list such as fp16,int8 "
                                   "(fp32 graphs are always kept)"),
     calib: Optional[Path] = typer.Option(None, "--calib", help="int8: folder of videos or a dataset root"),
     batch: str = typer.Option("1:2:8", "--batch", help="MIN:OPT:MAX batch sizes (TensorRT profile, parity)"),
@@ -59,7 +68,9 @@ def export(
     """Export a model into a deployable bundle: ONNX graphs (+ FP16 / INT8 variants, TensorRT engines)."""
     if engine not in ("onnx", "trt"):
         raise ExportError(f"--engine must be onnx or trt, got {engine!r}")
-    wanted = comma_list(precision, "--precision", ("fp32", "fp16", "int8"))
+    wanted = comma_list(precision, "--precision", ("fp32", "fp16", "int8", "int8cpu"))
+    if engine == "trt" and "int8cpu" in wanted:
+        raise ExportError("--precision int8cpu is for onnxruntime's CPU provider; TensorRT engines take fp32, fp16 or int8")
     if (checkpoint is None) == (not random_weights):
         raise ExportError("give either --checkpoint DIR or --config PRESET --random-weights")
     lo, opt, hi = parse_batch(batch)
@@ -94,9 +105,9 @@ def export(
             st = STSampling.from_config(cfg.st)
         calib_inputs = build_calib_inputs(calib, cfg.task.name, segments=cfg.task.segments,
                                           size=cfg.task.input_size, max_clips=32, st=st)
-    precisions = ("fp32",) + tuple(p for p in ("fp16", "int8") if p in wanted)
+    precisions = ("fp32",) + tuple(p for p in ("fp16", "int8", "int8cpu") if p in wanted)
     path = export_bundle(model, tower, out, source=origin, precisions=precisions, batch=(lo, opt, hi),
-                         calib=calib_inputs, seed=seed, checkpoint=checkpoint if embed else None, log=lambda s: typer.echo(f"  {s}", err=True))
+                         calib=calib_inputs, seed=seed, checkpoint=checkpoint if embed else None, log=_timed_log())
     typer.echo(f"bundle written: {path}")
     if engine == "trt":
         for p in wanted:

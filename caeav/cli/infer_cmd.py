@@ -53,7 +53,7 @@ def infer(
                                                   "bundled sample clip)"),
     bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="export bundle (default: the bundled model)"),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto, trt, ort or torch"),
-    precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16 or int8 (as the bundle has them)"),
+    precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16, int8 or int8cpu (as the bundle has them)"),
     captions: Optional[str] = typer.Option(None, "--captions", help="caption cache file, or 'none' (default: none, "
                                            "the empty-caption features); with --caption-endpoint, new captions "
                                            "are stored there (created if missing)"),

@@ -49,12 +49,14 @@ def _fold(model) -> None:
     from onnxscript.optimizer import _constant_folding
 
     from caeav.export.dedup import dedupe_initializers
+    from caeav.export.gelu_order import reorder_gelu
 
     passes = [
         _constant_folding.FoldConstantsPass(shape_inference=False, input_size_limit=1 << 24,
                                             output_size_limit=1 << 24),
         common.RemoveUnusedNodesPass(),
         common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        reorder_gelu,  # the operand order onnxruntime fuses into one Gelu kernel (`caeav.export.gelu_order`)
         dedupe_initializers,  # every size (`caeav.export.dedup`: onnx_ir's pass skips the weights)
         common.CommonSubexpressionEliminationPass(),
         common.RemoveUnusedNodesPass(),

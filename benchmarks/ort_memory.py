@@ -1,12 +1,12 @@
 """Peak memory and latency of a bundle's graphs on onnxruntime's CPU provider, per session setting, side by side.
 
-    python benchmarks/ort_memory.py BUNDLE [--precision fp32] [--threads 2] [--runs 2]
+    python benchmarks/ort_memory.py BUNDLE [--precision fp32] [--batch 1] [--threads 2] [--runs 2]
 
 Each setting runs in a fresh Python process (so the peaks do not mix): load every graph one clip runs, then run the
-chain `--runs` times on the same random inputs (batch 1). Prints, per setting, peak RSS after loading and after
+chain `--runs` times on the same random inputs (`--batch` clips). Prints, per setting, peak RSS after loading and after
 the runs (VmHWM), the median run time, and the bytes of the weights it loaded (the graphs' initializers). Settings:
 - default: what onnxruntime does unasked (CPU arena, memory pattern, weight prepacking);
-- caeav: the session options `caeav.runtime.session_ort` uses (`SESSION_SETTINGS`);
+- caeav: the session options `caeav.runtime.session_ort` uses (`CPU_SESSION_SETTINGS`);
 - and each of those switches on its own, to show which one buys what.
 """
 
@@ -65,9 +65,9 @@ rng = np.random.default_rng(0)
 def feeds(sess):
     out = {{}}
     for i in sess.get_inputs():
-        shape = [1 if not isinstance(d, int) else d for d in i.shape]
+        shape = [{batch} if not isinstance(d, int) else d for d in i.shape]
         if i.shape and i.shape[0] == "batch_t":
-            shape[0] = bundle.segments
+            shape[0] = bundle.segments * {batch}
         out[i.name] = (rng.standard_normal(shape).astype(np.float32) if "float" in i.type
                        else np.zeros(shape, np.int64))
     return out
@@ -101,15 +101,17 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1, help="clips per run")
     ap.add_argument("--settings", default=",".join(SETTINGS))
     args = ap.parse_args(argv)
     root = str(Path(__file__).resolve().parents[1])
     weights = weight_bytes(args.bundle, args.precision) / 2**20
-    print(f"{args.bundle} {args.precision}: weights {weights:,.0f} MiB; {args.threads} threads, {args.runs} runs")
+    print(f"{args.bundle} {args.precision}: weights {weights:,.0f} MiB; batch {args.batch}, {args.threads} threads, "
+          f"{args.runs} runs")
     print(f"{'setting':16s} {'loaded MiB':>11s} {'peak MiB':>9s} {'peak/weights':>13s} {'median s':>9s}")
     for name in args.settings.split(","):
         code = CHILD.format(root=root, setting=json.dumps(SETTINGS[name]), bundle=str(args.bundle),
-                            precision=args.precision, threads=args.threads, runs=args.runs)
+                            precision=args.precision, threads=args.threads, runs=args.runs, batch=args.batch)
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if done.returncode:
             print(f"{name:16s} failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")

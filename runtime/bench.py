@@ -277,6 +277,8 @@ def run_bench(bundle_path, engines: Sequence[str] = ("torch", "ort"), batches: S
                 _reset_peak()
             del model
     if roofline:
+        if progress:
+            progress(f"GEMM rates ({int(roofline)}²)")
         _add_roofline(result, threads, int(roofline), torch_too="torch" in engines or "bf16" in precisions)
     return result
 

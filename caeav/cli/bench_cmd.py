@@ -11,6 +11,15 @@ from caeav.cli.options import comma_list
 from caeav.errors import CaeavError
 
 
+def _progress():
+    """One stderr line as each configuration starts, with the seconds since the bench began (a paper bundle takes
+    minutes per configuration on a CPU, so the table alone would arrive after a long silence)."""
+    import time
+
+    t0 = time.perf_counter()
+    return lambda what: typer.echo(f"  [{time.perf_counter() - t0:6.1f} s] {what}", err=True)
+
+
 def bench(
     bundle: Path = typer.Argument(..., help="export bundle"),
     engines: str = typer.Option("torch,ort", "--engines", help="comma list of torch, ort, trt"),
@@ -42,7 +51,7 @@ def bench(
     except ValueError:
         raise CaeavError(f"--batch: expected integers like 1,2; got {batch!r}") from None
     result = run_bench(bundle, engine_list, batches, precision_list, repeats, warmup, clip, checkpoint, threads,
-                       caption_endpoint=caption_endpoint,
+                       caption_endpoint=caption_endpoint, progress=_progress(),
                        roofline=roofline_size if roofline else 0)
     print_bench(result)
     if json_out is not None:

@@ -30,8 +30,8 @@ SETTINGS = {
 
 CHILD = r"""
 import json, sys, time
-import numpy as np
-sys.path.insert(0, {root!r})
+sys.path[:0] = [{root!r}, {root!r} + "/benchmarks"]
+from ort_profile import random_feeds
 from caeav.runtime.bundle import Bundle
 from caeav.runtime import session_ort
 import onnxruntime as ort
@@ -61,17 +61,7 @@ for name in bundle.chain:
     sessions[name] = ort.InferenceSession(str(bundle.path / spec.file), sess_options=opts,
                                           providers=["CPUExecutionProvider"])
 loaded = hwm()
-rng = np.random.default_rng(0)
-def feeds(sess):
-    out = {{}}
-    for i in sess.get_inputs():
-        shape = [{batch} if not isinstance(d, int) else d for d in i.shape]
-        if i.shape and i.shape[0] == "batch_t":
-            shape[0] = bundle.segments * {batch}
-        out[i.name] = (rng.standard_normal(shape).astype(np.float32) if "float" in i.type
-                       else np.zeros(shape, np.int64))
-    return out
-inputs = {{name: feeds(s) for name, s in sessions.items()}}
+inputs = {{name: random_feeds(s, bundle.segments, {batch}) for name, s in sessions.items()}}
 times = []
 for _ in range({runs}):
     t0 = time.perf_counter()

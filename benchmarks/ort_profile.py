@@ -46,11 +46,12 @@ def _scopes(path: Path, depth: int) -> dict:
     return out
 
 
-def _feeds(sess, segments: int) -> dict:
+def random_feeds(sess, segments: int, batch: int = 1) -> dict:
+    """Seeded random inputs for an onnxruntime session of a bundle graph: `batch` clips (`batch_t` = batch × T)."""
     rng = np.random.default_rng(0)
     feeds = {}
     for i in sess.get_inputs():
-        shape = [d if isinstance(d, int) else (segments if d == "batch_t" else 1) for d in i.shape]
+        shape = [d if isinstance(d, int) else (segments * batch if d == "batch_t" else batch) for d in i.shape]
         feeds[i.name] = rng.standard_normal(shape).astype(np.float32) if "float" in i.type else np.zeros(shape, np.int64)
     return feeds
 
@@ -64,7 +65,7 @@ def profile(path: Path, threads: int, runs: int, depth: int, segments: int, scop
         opts.enable_profiling = True
         opts.profile_file_prefix = os.path.join(tmp, "prof")
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        feeds = _feeds(sess, segments)
+        feeds = random_feeds(sess, segments)
         sess.run(None, feeds)
         times = []
         for _ in range(runs):

@@ -39,7 +39,7 @@ from caeav.errors import ExportError
 from .ptq import DEFAULT_EXCLUDE_SCOPES, nodes_in_scopes
 
 CPU_INT8_OPS = ("MatMul", "Gemm")
-EXTERNAL_DATA_BYTES = 1_800_000_000  # write external data above this (protobuf's 2 GiB limit, with room)
+EXTERNAL_DATA_BYTES = 1_800_000_000  # quantise to external data above this (protobuf's 2 GiB limit, with room)
 
 
 def quantize_int8_cpu(onnx_path, out_path, *, op_types: Sequence[str] = CPU_INT8_OPS,
@@ -60,7 +60,7 @@ def quantize_int8_cpu(onnx_path, out_path, *, op_types: Sequence[str] = CPU_INT8
     large = model.ByteSize() > EXTERNAL_DATA_BYTES
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}-") as scratch:
-        tmp = Path(scratch) / out.name
+        tmp = Path(scratch) / out.name  # the final name: an external-data sidecar it names stays valid when moved
         root, level = logging.getLogger(), logging.getLogger().level
         root.setLevel(max(level, logging.ERROR))  # quantize_dynamic logs a "run pre-processing" hint on the root logger
         try:
@@ -73,21 +73,7 @@ def quantize_int8_cpu(onnx_path, out_path, *, op_types: Sequence[str] = CPU_INT8
         finally:
             root.setLevel(level)
         del model
-        _embed(tmp, out)
+        parts = [f for f in Path(scratch).iterdir() if f.name.startswith(out.name)]  # the graph and its sidecar
+        for part in sorted(parts, key=lambda f: f == tmp):  # the sidecar first, the graph last
+            os.replace(part, out.parent / part.name)
     return out
-
-
-def _embed(tmp: Path, out: Path) -> None:
-    """Move the quantised graph into place as one file when it fits protobuf's limit (the paper AVE encoder's does:
-    650 MB), else with its external data beside it as `<name>.data`."""
-    import onnx
-
-    model = onnx.load(str(tmp))
-    staged = out.with_name(f"{out.stem}.tmp-{os.getpid()}{out.suffix}")
-    if model.ByteSize() < EXTERNAL_DATA_BYTES:
-        onnx.save(model, str(staged))
-    else:
-        # the sidecar gets its final name at once (it is only read through the graph, which is moved in last)
-        onnx.save(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=out.name + ".data")
-    os.replace(staged, out)

@@ -22,8 +22,8 @@ from caeav.files import staged_dir
 from caeav.errors import ExportError
 from caeav.export.dedup import dedupe_file
 from caeav.export.manifest import FORMAT, MANIFEST, graph_entry, sha256_file, write_json_atomic
+from caeav.runtime.bundle import ORT_ONLY_PRECISIONS, PRECISIONS  # one list of precisions for export and runtime
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8cpu")
 TOLERANCES = {"fp32": {"max_abs": 1e-4}, "fp16": {"cosine": 0.999, "agreement": 0.99}, "int8": {"cosine": 0.99},
               "int8cpu": {"cosine": 0.99, "agreement": 0.99}}
 # The encoder (and AVVP's R(2+1)D-18 stream, ~0.4 TFLOP per clip) hold nearly all the compute; the others stay FP32 in
@@ -205,8 +205,8 @@ def export_bundle(model, tower, out, *, source: dict, precisions: Sequence[str] 
                 calibration += f" ({', '.join(sampled)}: sample-inputs)"
         if "int8cpu" in precisions:
             _int8cpu_variants(tmp, graphs, log)
-        # int8cpu graphs are onnxruntime-only (DynamicQuantizeLinear / MatMulInteger): no TensorRT pre-flight
-        variants = [g["file"] for g in graphs.values() if g["precision"] not in ("fp32", "int8cpu")]
+        # onnxruntime-only graphs (int8cpu: DynamicQuantizeLinear / MatMulInteger) get no TensorRT pre-flight
+        variants = [g["file"] for g in graphs.values() if g["precision"] not in ("fp32", *ORT_ONLY_PRECISIONS)]
         if variants:
             preflight_bundle_graphs(tmp, variants)
         files = {name: {"file": name, "sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}

@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from caeav.errors import ExportError
+from caeav.runtime.bundle import ORT_ONLY_PRECISIONS
 from caeav.export.parity_ties import exempt_clips, flip_hook, keep_clips, tie_exemptions, topk_gaps
 
 POLYGRAPHY_TOL = {"atol": 1e-4, "rtol": 1e-3}
@@ -260,7 +261,7 @@ def run_parity(bundle, engine: str = "ort", clips=None, seed: int = 1, write: bo
         report["inputs"].append(label)
         references.append((feeds, *ref(feeds)))
     for precision in manifest["precisions"]:
-        if engine == "trt" and precision == "int8cpu":  # onnxruntime-only graphs: no TensorRT engine to compare
+        if engine == "trt" and precision in ORT_ONLY_PRECISIONS:  # no TensorRT engine to compare
             continue
         runners = graph_runners(bundle, manifest, precision, engine)
         acc: dict = {}

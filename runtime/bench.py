@@ -279,7 +279,7 @@ def run_bench(bundle_path, engines: Sequence[str] = ("torch", "ort"), batches: S
     if roofline:
         if progress:
             progress(f"GEMM rates ({int(roofline)}²)")
-        _add_roofline(result, threads, int(roofline), torch_too="torch" in engines or "bf16" in precisions)
+        _add_roofline(result, threads, int(roofline))
     return result
 
 
@@ -291,12 +291,12 @@ def _engine_precisions(engine: str, precisions: Sequence[str]) -> list[str]:
     return [p for p in wanted if p != "bf16"]
 
 
-def _add_roofline(result: BenchResult, threads: Optional[int], size: int, torch_too: bool) -> None:
-    """This machine's GEMM rates (after the engines, so they do not share the memory peaks) and each row's share."""
+def _add_roofline(result: BenchResult, threads: Optional[int], size: int) -> None:
+    """This machine's GEMM rates (after the engines, so they do not share the memory peaks) and each row's share;
+    torch's rates too (the PyTorch reference rows always run; without torch the rates say so)."""
     from .roofline import gemm_rates
 
-    gc.collect()
-    rates = gemm_rates(threads=threads, size=size, torch_too=torch_too)
+    rates = gemm_rates(threads=threads, size=size, torch_too=True)
     result.roofline = rates.to_dict()
     for row in result.rows:
         row.roofline_share = rates.share(row.precision, row.gflop_s)

@@ -29,6 +29,7 @@ GRAPHS = ("caption_projector", "encoder", "head")  # the chain the runtime runs 
 OPTIONAL_GRAPHS = ("st_stream",)  # run before the encoder when the bundle has them (AVVP's R(2+1)D-18 stream)
 CAPTION_GRAPHS = ("text_encoder", "caption_projector")  # absent from an AVMoE-baseline bundle (no caption branch)
 PRECISIONS = ("fp32", "fp16", "int8", "int8cpu")  # int8cpu: onnxruntime's CPU INT8 (caeav.calibration.ort_int8)
+ORT_ONLY_PRECISIONS = ("int8cpu",)  # graphs of onnxruntime contrib ops: no TensorRT pre-flight, engine or parity
 KNOWN_TASKS = ("ave", "avvp", "avqa", "avs_s4", "avs_ms3")  # the tasks `caeav infer` serves: caeav.runtime.tasks
 DEFAULT_DIR = Path(caeav.__file__).resolve().parent / "assets" / "default"  # the bundled default model and clip
 DEFAULT_BUNDLE, DEFAULT_SAMPLE = DEFAULT_DIR / "bundle", DEFAULT_DIR / "sample.mp4"

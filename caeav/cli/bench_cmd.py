@@ -7,17 +7,8 @@ from typing import Optional
 
 import typer
 
-from caeav.cli.options import comma_list
+from caeav.cli.options import comma_list, elapsed_log
 from caeav.errors import CaeavError
-
-
-def _progress():
-    """One stderr line as each configuration starts, with the seconds since the bench began (a paper bundle takes
-    minutes per configuration on a CPU, so the table alone would arrive after a long silence)."""
-    import time
-
-    t0 = time.perf_counter()
-    return lambda what: typer.echo(f"  [{time.perf_counter() - t0:6.1f} s] {what}", err=True)
 
 
 def bench(
@@ -45,13 +36,16 @@ def bench(
     from caeav.runtime.bench import print_bench, run_bench
 
     engine_list = comma_list(engines, "--engines", ("torch", "ort", "trt"))
-    precision_list = comma_list(precisions, "--precisions", ("fp32", "fp16", "int8", "int8cpu", "bf16"))
+    from caeav.runtime.bundle import PRECISIONS
+    from caeav.runtime.session_torch import TORCH_PRECISIONS
+
+    precision_list = comma_list(precisions, "--precisions", tuple(dict.fromkeys(PRECISIONS + TORCH_PRECISIONS)))
     try:
         batches = [int(b) for b in comma_list(batch, "--batch")]
     except ValueError:
         raise CaeavError(f"--batch: expected integers like 1,2; got {batch!r}") from None
     result = run_bench(bundle, engine_list, batches, precision_list, repeats, warmup, clip, checkpoint, threads,
-                       caption_endpoint=caption_endpoint, progress=_progress(),
+                       caption_endpoint=caption_endpoint, progress=elapsed_log(),
                        roofline=roofline_size if roofline else 0)
     print_bench(result)
     if json_out is not None:

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from caeav.cli.options import comma_list
+from caeav.cli.options import comma_list, elapsed_log
 from caeav.errors import ExportError
 
 
@@ -39,14 +39,6 @@ def _engines(out: Path, precision: str, batch) -> None:
         update_manifest(out, lambda m: m.setdefault("engines", {}).update(built))
 
 
-def _timed_log():
-    """Progress lines on stderr with the seconds since the export started (what each stage costs)."""
-    import time
-
-    t0 = time.perf_counter()
-    return lambda s: typer.echo(f"  [{time.perf_counter() - t0:6.1f} s] {s}", err=True)
-
-
 def export(
     out: Path = typer.Option(..., "--out", "-o", help="bundle directory to write"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="caeav checkpoint directory (best/, last/)"),
@@ -68,9 +60,13 @@ def export(
     """Export a model into a deployable bundle: ONNX graphs (+ FP16 / INT8 variants, TensorRT engines)."""
     if engine not in ("onnx", "trt"):
         raise ExportError(f"--engine must be onnx or trt, got {engine!r}")
-    wanted = comma_list(precision, "--precision", ("fp32", "fp16", "int8", "int8cpu"))
-    if engine == "trt" and "int8cpu" in wanted:
-        raise ExportError("--precision int8cpu is for onnxruntime's CPU provider; TensorRT engines take fp32, fp16 or int8")
+    from caeav.runtime.bundle import ORT_ONLY_PRECISIONS, PRECISIONS
+
+    wanted = comma_list(precision, "--precision", PRECISIONS)
+    ort_only = [p for p in wanted if p in ORT_ONLY_PRECISIONS]
+    if engine == "trt" and ort_only:
+        raise ExportError(f"--precision {','.join(ort_only)} is for onnxruntime's CPU provider; TensorRT engines take "
+                          f"{', '.join(p for p in PRECISIONS if p not in ORT_ONLY_PRECISIONS)}")
     if (checkpoint is None) == (not random_weights):
         raise ExportError("give either --checkpoint DIR or --config PRESET --random-weights")
     lo, opt, hi = parse_batch(batch)
@@ -105,9 +101,9 @@ def export(
             st = STSampling.from_config(cfg.st)
         calib_inputs = build_calib_inputs(calib, cfg.task.name, segments=cfg.task.segments,
                                           size=cfg.task.input_size, max_clips=32, st=st)
-    precisions = ("fp32",) + tuple(p for p in ("fp16", "int8", "int8cpu") if p in wanted)
+    precisions = ("fp32",) + tuple(p for p in PRECISIONS[1:] if p in wanted)
     path = export_bundle(model, tower, out, source=origin, precisions=precisions, batch=(lo, opt, hi),
-                         calib=calib_inputs, seed=seed, checkpoint=checkpoint if embed else None, log=_timed_log())
+                         calib=calib_inputs, seed=seed, checkpoint=checkpoint if embed else None, log=elapsed_log())
     typer.echo(f"bundle written: {path}")
     if engine == "trt":
         for p in wanted:

@@ -7,6 +7,17 @@ from typing import Optional, Sequence
 from caeav.errors import CaeavError
 
 
+def elapsed_log():
+    """A callable writing progress lines to stderr with the seconds since it was made (`caeav export`, `caeav bench`:
+    on a paper model each stage takes minutes, and the lines say which one costs what)."""
+    import time
+
+    import typer
+
+    t0 = time.perf_counter()
+    return lambda what: typer.echo(f"  [{time.perf_counter() - t0:6.1f} s] {what}", err=True)
+
+
 def comma_list(text: str, option: str, allowed: Optional[Sequence[str]] = None) -> list[str]:
     """"fp16, int8" -> ["fp16", "int8"]; `CaeavError` naming `option` when empty or holding a value not `allowed`."""
     items = [t.strip() for t in text.split(",") if t.strip()]
